@@ -1,0 +1,252 @@
+"""The files of a store: staging, the hash-sharded blob tree and the per-object aliases.
+
+    <store>/blobs/ab/cd/abcd…                           one 0444 file per distinct content
+    <store>/objects/<bucket>/<id[0:2]>/<id>/<filename>  a hardlink to the object's blob
+    <store>/tmp/                                        staging, same filesystem as blobs/
+
+Nothing here touches the catalog. The caller decides when these steps run (docs/concurrency.md):
+blobs are installed and removed only under the blob lock.
+"""
+
+import errno
+import fcntl
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import blake3
+
+from cas.errors import StoreError
+
+CHUNK = 4 * 1024 * 1024
+BLOB_MODE = 0o444
+FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS); fails elsewhere
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    path: Path
+    hash: str
+    size: int
+    head: bytes  # the first bytes, for content-type sniffing without reading the data again
+
+
+class _SourceError(Exception):
+    """A read from the caller's source failed (as opposed to a write into the store)."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(error: OSError, doing: str) -> StoreError:
+    if error.errno == errno.ENOSPC:
+        return StoreError(f"{doing}: the disk is full; nothing was stored")
+    if error.errno == errno.EDQUOT:
+        return StoreError(f"{doing}: disk quota exceeded; nothing was stored")
+    return StoreError(f"{doing}: {error.strerror or error}")
+
+
+class BlobTree:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+
+    def create_dirs(self) -> None:
+        for path in (self.blobs, self.objects, self.tmp):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, hash_hex: str) -> Path:
+        return self.blobs / hash_hex[0:2] / hash_hex[2:4] / hash_hex
+
+    def alias_dir(self, bucket: str, object_id: str) -> Path:
+        return self.objects / bucket / object_id[0:2] / object_id
+
+    def alias_path(self, bucket: str, object_id: str, filename: str) -> Path:
+        return self.alias_dir(bucket, object_id) / filename
+
+    # staging -------------------------------------------------------------------------------
+
+    def stage(self, source: BinaryIO, head_size: int = 8192) -> StagedFile:
+        """Copy `source` into tmp/, hashing each chunk as it passes (one pass over the data).
+
+        The staged file is not fsynced here: content that turns out to be stored already is
+        thrown away without ever being flushed. `make_durable` runs before it is installed.
+        On any failure the staged file is removed.
+        """
+        fd, name = _mkstemp(self.tmp)
+        path = Path(name)
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        size, head = 0, b""
+        try:
+            while True:
+                try:
+                    count = source.readinto(view)
+                except OSError as error:
+                    raise _SourceError(error) from None
+                if not count:
+                    break
+                chunk = view[:count]
+                if len(head) < head_size:
+                    head += bytes(chunk[: head_size - len(head)])
+                hasher.update(chunk)
+                written = 0
+                while written < count:
+                    written += os.write(fd, chunk[written:])
+                size += count
+            os.fchmod(fd, BLOB_MODE)
+        except _SourceError as failure:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise StoreError(f"reading the source failed: {failure.error.strerror}; nothing was stored") from None
+        except OSError as error:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise _storage_error(error, "staging failed") from None
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return StagedFile(path=path, hash=hasher.hexdigest(), size=size, head=head)
+
+    def make_durable(self, staged: StagedFile) -> None:
+        try:
+            fd = os.open(staged.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise _storage_error(error, "flushing the staged file failed") from None
+
+    def discard(self, staged: StagedFile) -> None:
+        staged.path.unlink(missing_ok=True)
+
+    # blobs ---------------------------------------------------------------------------------
+
+    def blob_size(self, hash_hex: str) -> int | None:
+        """The size of the blob file, or None when it is missing."""
+        try:
+            return self.blob_path(hash_hex).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def install_blob(self, staged: StagedFile) -> bool:
+        """Make the staged (durable) file the blob for its hash. Caller holds the blob lock.
+
+        Returns True when the blob file was created or repaired, False when a good one was
+        there already. A blob of the wrong size is damage: the staged copy replaces it.
+        """
+        target = self.blob_path(staged.hash)
+        try:
+            existing = target.stat().st_size
+        except FileNotFoundError:
+            existing = None
+        if existing == staged.size:
+            return False
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if existing is None:
+                os.link(staged.path, target)
+            else:
+                os.rename(staged.path, target)
+            fsync_dir(target.parent)
+        except OSError as error:
+            raise _storage_error(error, "installing the blob failed") from None
+        return True
+
+    def remove_blob(self, hash_hex: str) -> bool:
+        """Unlink a blob file; the caller holds the blob lock and has checked nothing uses it."""
+        try:
+            self.blob_path(hash_hex).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    # aliases -------------------------------------------------------------------------------
+
+    def make_alias(self, hash_hex: str, bucket: str, object_id: str, filename: str) -> str:
+        """Create the object's alias: a hardlink to its blob, or a copy when links run out.
+
+        Returns "link" or "copy". The alias directory is fsynced, so a committed object's
+        alias survives a crash.
+        """
+        blob = self.blob_path(hash_hex)
+        alias = self.alias_path(bucket, object_id, filename)
+        try:
+            alias.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(blob, alias)
+                kind = "link"
+            except FileExistsError:
+                kind = "link" if os.path.samefile(blob, alias) else "copy"
+            except OSError as error:
+                if error.errno != errno.EMLINK:
+                    raise
+                self.copy_blob_to(blob, alias)
+                kind = "copy"
+            fsync_dir(alias.parent)
+            fsync_dir(alias.parent.parent)
+        except OSError as error:
+            raise _storage_error(error, "creating the object's alias failed") from None
+        return kind
+
+    def copy_blob_to(self, blob: Path, target: Path) -> None:
+        """A durable read-only copy of a blob at `target`: reflinked where the filesystem can."""
+        fd, name = _mkstemp(self.tmp)
+        try:
+            with open(blob, "rb") as source:
+                try:
+                    fcntl.ioctl(fd, FICLONE, source.fileno())
+                except OSError:
+                    remaining = os.fstat(source.fileno()).st_size
+                    while remaining > 0:
+                        copied = os.copy_file_range(source.fileno(), fd, min(remaining, 1 << 30))
+                        if copied == 0:
+                            break
+                        remaining -= copied
+            os.fchmod(fd, BLOB_MODE)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(name, target)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            Path(name).unlink(missing_ok=True)
+
+    def remove_alias(self, bucket: str, object_id: str) -> None:
+        """Remove an object's alias folder and whatever it holds (it holds one file)."""
+        folder = self.alias_dir(bucket, object_id)
+        try:
+            entries = list(folder.iterdir())
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            entry.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # something unexpected is in it: left for fsck to report
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=directory, prefix="stage-")
+    except OSError as error:
+        raise _storage_error(error, "cannot create a staging file") from None
+

@@ -1,0 +1,92 @@
+"""What both catalog backends offer: transactions that run SQL with `:name` parameters.
+
+SQL in assetfs is written once, with named `:param` placeholders and only syntax that
+SQLite (3.35+) and PostgreSQL share. Each backend translates what differs: placeholders,
+DDL types, how a write transaction starts and how the blob lock is taken.
+"""
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+class Transaction(ABC):
+    """One open catalog transaction; rows come back as dicts."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None: ...
+
+    @abstractmethod
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def lock_blob(self, hash_hex: str) -> None:
+        """Hold the blob lock for `hash_hex` until this transaction ends (docs/concurrency.md)."""
+
+    def lock_schema(self) -> None:
+        """Serialize migrations between processes (a write transaction is enough on SQLite)."""
+
+    def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Catalog(ABC):
+    """A connection (pool) to the catalog database; thread-safe."""
+
+    dialect: str
+
+    @abstractmethod
+    def transaction(self, write: bool = False) -> AbstractContextManager[Transaction]:
+        """A transaction; `write=True` for any that may change rows or blob files.
+
+        The body may run again when the database reports a conflict it resolves by retrying
+        (deadlock, busy): callers use `run` for that, which retries the whole function.
+        """
+
+    @abstractmethod
+    def is_retryable(self, error: BaseException) -> bool: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the catalog lives, without secrets: for messages and `assetfs stats`."""
+
+    def run(self, work: Callable[["Transaction"], T], write: bool = True, attempts: int = 8) -> T:
+        """Run `work(tx)` in a transaction, again from the start if the database asks to retry."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction(write=write) as tx:
+                    return work(tx)
+            except Exception as error:
+                if attempt + 1 == attempts or not self.is_retryable(error):
+                    raise
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def pages(self, sql: str, params: Mapping[str, Any], key: str, start: Any, size: int = 1000) -> Iterator[list[Row]]:
+        """Rows of `sql` in `key` order, a page (one short transaction) at a time.
+
+        `sql` filters with `:after` on `key` and ends `order by <key> limit :limit`; the first
+        page starts after `start`. Memory stays bounded however many rows match.
+        """
+        after = start
+        while True:
+            with self.transaction() as tx:
+                rows = tx.all(sql, {**params, "after": after, "limit": size})
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            after = rows[-1][key]

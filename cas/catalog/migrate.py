@@ -1,0 +1,29 @@
+"""Bring a catalog's schema up to date when it is opened."""
+
+import time
+from typing import TYPE_CHECKING
+
+from cas.catalog.schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from cas.errors import StoreError
+
+if TYPE_CHECKING:
+    from cas.catalog.base import Catalog, Transaction
+
+
+def migrate(catalog: "Catalog") -> None:
+    """Apply the migrations this catalog lacks, all in one write transaction."""
+
+    def apply(tx: "Transaction") -> None:
+        tx.lock_schema()
+        tx.execute(VERSION_TABLE.format(**catalog.types))
+        current = tx.value("select coalesce(max(version), 0) as version from schema_version") or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the catalog has schema version {current}, newer than this assetfs knows ({SCHEMA_VERSION}); upgrade assetfs"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                tx.execute(statement.format(**catalog.types))
+            tx.execute("insert into schema_version (version, applied_at) values (:version, :now)", {"version": version, "now": time.time()})
+
+    catalog.run(apply, write=True)

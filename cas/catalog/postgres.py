@@ -1,0 +1,101 @@
+"""The shared catalog: PostgreSQL through psycopg 3 and a connection pool.
+
+Transactions run at READ COMMITTED. The blob lock is a transaction-scoped advisory lock
+keyed by the blob's hash (docs/concurrency.md): unlike a row lock it also exists for a blob
+that has no row yet, which is exactly the case of a first upload racing a sweep or fsck.
+"""
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
+
+from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.migrate import migrate
+from cas.errors import StoreError
+
+TYPES = {"uuid": "uuid", "serial_pk": "bigint generated always as identity primary key", "float": "double precision"}
+SCHEMA_LOCK_KEY = 0x61737365746673  # "assetfs"
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+def translate(sql: str) -> str:
+    """`:name` placeholders to psycopg's `%(name)s` (and literal `%` to `%%`)."""
+    return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def blob_lock_key(hash_hex: str) -> int:
+    """A signed 64-bit advisory-lock key from the first 16 hex digits of the hash."""
+    key = int(hash_hex[:16], 16)
+    return key - 2**64 if key >= 2**63 else key
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.connection.execute(translate(sql), params or {})
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        return self.connection.execute(translate(sql), params or {}).fetchone()
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return self.connection.execute(translate(sql), params or {}).fetchall()
+
+    def lock_blob(self, hash_hex: str) -> None:
+        self.connection.execute("select pg_advisory_xact_lock(%s)", (blob_lock_key(hash_hex),))
+
+    def lock_schema(self) -> None:
+        self.connection.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def _configure(connection: psycopg.Connection) -> None:
+    connection.row_factory = dict_row
+    connection.adapters.register_loader("uuid", TextLoader)  # ids are str everywhere in assetfs
+
+
+class PostgresCatalog(Catalog):
+    dialect = "postgres"
+    types = TYPES
+
+    def __init__(self, url: str, max_connections: int = 8) -> None:
+        self.url = url
+        try:
+            self.pool = psycopg_pool.ConnectionPool(
+                url, min_size=1, max_size=max_connections, open=False, configure=_configure,
+                kwargs={"autocommit": True}, timeout=30,
+            )
+            self.pool.open(wait=True, timeout=15)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise StoreError(f"cannot connect to the catalog database {self.describe()}: {_first_line(error)}") from None
+        migrate(self)
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+        with self.pool.connection() as connection:
+            with connection.transaction():
+                yield PostgresTransaction(connection)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def describe(self) -> str:
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "postgresql (unparsable database_url)"
+        host = info.get("host", "localhost")
+        return f"postgresql://{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,72 @@
+"""The catalog schema and its migrations; docs/schema.md explains every column.
+
+Each migration is a list of statements written for both databases, with `{uuid}`,
+`{serial_pk}` and `{float}` standing for the column types that differ.
+"""
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the initial schema
+    [
+        """create table buckets (
+            name text primary key,
+            root_node bigint not null,
+            created_at {float} not null
+        )""",
+        """create table blobs (
+            hash text primary key,
+            size bigint not null,
+            created_at {float} not null
+        )""",
+        """create table objects (
+            id {uuid} primary key,
+            bucket text not null,
+            hash text not null references blobs (hash),
+            size bigint not null,
+            content_type text not null,
+            filename text not null,
+            metadata text not null default '{{}}',
+            created_at {float} not null,
+            touched_at {float},
+            deleted_at {float},
+            purge_after {float},
+            expires_at {float},
+            trashed_names text
+        )""",
+        "create index objects_dedup on objects (bucket, hash) where deleted_at is null",
+        "create index objects_hash on objects (hash)",
+        "create index objects_bucket_id on objects (bucket, id)",
+        "create index objects_touched on objects (touched_at) where touched_at is not null and deleted_at is null",
+        "create index objects_purge on objects (purge_after) where deleted_at is not null",
+        "create index objects_expires on objects (expires_at) where expires_at is not null and deleted_at is null",
+        """create table nodes (
+            id {serial_pk},
+            bucket text not null,
+            kind text not null check (kind in ('dir', 'file')),
+            object_id {uuid} references objects (id),
+            mode integer not null,
+            uid integer not null,
+            gid integer not null,
+            mtime {float} not null,
+            ctime {float} not null,
+            xattrs text not null default '{{}}'
+        )""",
+        "create index nodes_object on nodes (object_id) where object_id is not null",
+        """create table entries (
+            parent_id bigint not null references nodes (id),
+            name text not null,
+            node_id bigint not null references nodes (id),
+            primary key (parent_id, name)
+        )""",
+        "create index entries_node on entries (node_id)",
+        """create table holds (
+            object_id {uuid} not null references objects (id),
+            owner text not null,
+            created_at {float} not null,
+            primary key (object_id, owner)
+        )""",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+VERSION_TABLE = "create table if not exists schema_version (version integer primary key, applied_at {float} not null)"

@@ -1,0 +1,91 @@
+"""The embedded catalog: a SQLite database in the store (WAL, synchronous=FULL).
+
+One connection per thread. Write transactions start with BEGIN IMMEDIATE, which takes the
+database's write lock at once: that lock is the blob lock (docs/concurrency.md), so any two
+write transactions, in this process or another, never interleave.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.migrate import migrate
+
+BUSY_TIMEOUT_MS = 60_000
+TYPES = {"uuid": "text", "serial_pk": "integer primary key", "float": "real"}
+
+
+class SqliteTransaction(Transaction):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.connection.execute(sql, params or {})
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        return self.connection.execute(sql, params or {}).fetchone()
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return self.connection.execute(sql, params or {}).fetchall()
+
+    def lock_blob(self, hash_hex: str) -> None:
+        if not self.connection.in_transaction:
+            raise RuntimeError("the blob lock needs a write transaction")
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
+    return {column[0]: value for column, value in zip(cursor.description, row)}
+
+
+class SqliteCatalog(Catalog):
+    dialect = "sqlite"
+    types = TYPES
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        migrate(self)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+            connection.row_factory = _dict_row
+            connection.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("pragma journal_mode = wal")
+            connection.execute("pragma synchronous = full")
+            connection.execute("pragma foreign_keys = on")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+        connection = self._connection()
+        connection.execute("begin immediate" if write else "begin")
+        try:
+            yield SqliteTransaction(connection)
+        except BaseException:
+            connection.execute("rollback")
+            raise
+        connection.execute("commit")
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"

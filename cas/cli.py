@@ -1,0 +1,396 @@
+"""The `assetfs` command.
+
+Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input. Every error is
+one line on stderr; set ASSETFS_DEBUG=1 to see the traceback of an unexpected one.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cas import progress
+from cas.durations import parse_duration
+from cas.errors import AssetfsError, BadInput, NotFound
+from cas.ids import parse_object_id
+from cas.model import ObjectInfo, PutResult, iso_time
+from cas.store import Store
+
+DEFAULT_STORE = "./assetfs-data"
+
+
+class Context:
+    def __init__(self, store_path: str) -> None:
+        self.store_path = Path(store_path)
+
+    def open(self) -> Store:
+        return Store.open(self.store_path)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store_path", envvar="ASSETFS_STORE", default=DEFAULT_STORE, show_default=True,
+              help="The store's folder (or set ASSETFS_STORE).")
+@click.pass_context
+def cli(ctx: click.Context, store_path: str) -> None:
+    """assetfs: a content-addressed asset store with a FUSE view."""
+    ctx.obj = Context(store_path)
+
+
+@cli.command()
+@click.option("--database-url", help="Keep the catalog in PostgreSQL instead of SQLite in the store.")
+@pass_context
+def init(context: Context, database_url: str | None) -> None:
+    """Create a store (does nothing if one is there already)."""
+    store, created = Store.init(context.store_path, database_url=database_url)
+    with store:
+        what = "created" if created else "already a store:"
+        click.echo(f"{what} {store.root} (catalog: {store.catalog.describe()})")
+
+
+# put -----------------------------------------------------------------------------------------
+
+
+def _parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
+    metadata = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadInput(f"--meta takes KEY=VALUE, got {pair!r}")
+        metadata[key] = value
+    return metadata
+
+
+def _names_for(files: list[str], name: str | None, no_name: bool) -> list[str | None]:
+    """The name each file gets in the bucket's tree: by default its own file name.
+
+    `--name NAME` names a single file; `--name FOLDER/` puts every file into that folder.
+    Standard input gets a name only from `--name`.
+    """
+    if no_name and name:
+        raise BadInput("--name and --no-name exclude each other")
+    if name and len(files) > 1 and not name.endswith("/"):
+        raise BadInput("--name with several files must be a folder ending in '/'")
+    folder = name if name and name.endswith("/") else ""
+
+    def name_of(file: str) -> str | None:
+        if no_name:
+            return None
+        if name and not folder:
+            return name
+        return None if file == "-" else folder + Path(file).name
+
+    return [name_of(file) for file in files]
+
+
+def _check_sources(files: list[str]) -> int:
+    """Check every source before anything is stored; returns their total size."""
+    if files.count("-") > 1:
+        raise BadInput("standard input ('-') can be given only once")
+    total = 0
+    for file in files:
+        if file == "-":
+            continue
+        path = Path(file)
+        if not path.exists():
+            raise BadInput(f"{file}: no such file")
+        if path.is_dir():
+            raise BadInput(f"{file} is a folder, not a file")
+        if not os.access(path, os.R_OK):
+            raise BadInput(f"{file}: permission denied")
+        total += path.stat().st_size
+    return total
+
+
+def _put_line(result: PutResult) -> str:
+    info = result.object
+    where = result.name if result.name else f"{info.id}/{info.filename}"
+    return f"{info.id}  {info.bucket}/{where}"
+
+
+def put_record(result: PutResult) -> dict[str, Any]:
+    info = result.object
+    return {"id": info.id, "bucket": info.bucket, "hash": info.hash, "size": info.size,
+            "content_type": info.content_type, "name": result.name, "deduplicated": result.deduplicated}
+
+
+@cli.command()
+@click.argument("bucket")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--name", help="Name in the bucket's tree (a folder ending in '/' for several files).")
+@click.option("--no-name", is_flag=True, help="Store without a name (kept alive by holds or rules only).")
+@click.option("--content-type", help="Content type to record instead of detecting it.")
+@click.option("--expires-in", "expires_in", help="Delete the object after this long (e.g. 30d).")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_context
+def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None, no_name: bool,
+        content_type: str | None, expires_in: str | None, meta: tuple[str, ...], as_json: bool) -> None:
+    """Store FILES (or '-' for standard input) in BUCKET."""
+    files_list = list(files)
+    names_list = _names_for(files_list, name, no_name)
+    metadata = _parse_metadata(meta)
+    expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in else None
+    total = _check_sources(files_list)
+    with context.open() as store:
+        show_bar = progress.wanted(total, len(files_list))
+        with click.progressbar(length=total, label="storing", file=sys.stderr, hidden=not show_bar) as bar:
+            for file, file_name in zip(files_list, names_list):
+                if file == "-":
+                    source = progress.CountingReader(sys.stdin.buffer, bar)
+                    result = store.put(bucket, source, name=file_name, content_type=content_type,
+                                       metadata=metadata, expires_at=expires_at, filename="stdin")
+                else:
+                    with open(file, "rb") as stream:
+                        result = store.put(bucket, progress.CountingReader(stream, bar), name=file_name,
+                                           content_type=content_type, metadata=metadata, expires_at=expires_at,
+                                           filename=Path(file).name)
+                line = json.dumps(put_record(result)) if as_json else _put_line(result)
+                if show_bar:
+                    click.echo("\r\033[K", nl=False, err=True)
+                click.echo(line)
+
+
+# reading -------------------------------------------------------------------------------------
+
+
+def object_record(info: ObjectInfo, holds: list[str] | None = None) -> dict[str, Any]:
+    record = info.to_json()
+    record["name"] = info.names[0] if info.names else None
+    if holds is not None:
+        record["holds"] = holds
+    return record
+
+
+@cli.command()
+@click.argument("object_id")
+@pass_context
+def cat(context: Context, object_id: str) -> None:
+    """Write an object's content to standard output."""
+    with context.open() as store, store.open_object(object_id) as source:
+        shutil.copyfileobj(source, sys.stdout.buffer, 1024 * 1024)
+
+
+@cli.command()
+@click.argument("object_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write (default: its filename).")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@pass_context
+def get(context: Context, object_id: str, output: str | None, force: bool) -> None:
+    """Copy an object's content to a file."""
+    with context.open() as store:
+        info = store.get(object_id)
+        target = Path(output or info.filename)
+        if target.exists() and not force:
+            raise BadInput(f"{target} exists; use --force to replace it")
+        partial = target.with_name(f".{target.name}.assetfs-partial")
+        try:
+            with store.open_object(info.id) as source, open(partial, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1024 * 1024)
+            partial.replace(target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise BadInput(f"cannot write {target}: {error.strerror}") from None
+        click.echo(f"{info.id}  {target}")
+
+
+@cli.command()
+@click.argument("object_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def stat(context: Context, object_id: str, as_json: bool) -> None:
+    """Show an object's metadata, names and holds."""
+    with context.open() as store:
+        info = store.get(object_id)
+        record = object_record(info, store.holds(info.id))
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    for key, value in record.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        click.echo(f"{key + ':':14} {'' if value is None else value}")
+
+
+def _ls_line(info: ObjectInfo) -> str:
+    where = info.names[0] if info.names else f"{info.id}/{info.filename}"
+    return f"{info.id}  {info.size:>12}  {iso_time(info.created_at)}  {info.bucket}/{where}"
+
+
+@cli.command("ls")
+@click.argument("bucket", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def ls(context: Context, bucket: str | None, as_json: bool) -> None:
+    """List live objects (of BUCKET, or all), oldest first."""
+    with context.open() as store:
+        for info in store.list(bucket):
+            click.echo(json.dumps(object_record(info)) if as_json else _ls_line(info))
+
+
+# lifecycle -----------------------------------------------------------------------------------
+
+
+def _each_id(store: Store, object_ids: tuple[str, ...], action, verb: str) -> None:
+    """Apply `action` to every id (all checked first); a missing one is reported, the rest go on."""
+    parsed = [parse_object_id(object_id) for object_id in object_ids]
+    missing = 0
+    for object_id in parsed:
+        try:
+            action(object_id)
+        except NotFound as error:
+            click.echo(f"assetfs: {error}", err=True)
+            missing += 1
+            continue
+        click.echo(f"{verb} {object_id}")
+    if missing:
+        raise SystemExit(NotFound.exit_code)
+
+
+@cli.command()
+@click.argument("object_ids", nargs=-1, required=True)
+@pass_context
+def rm(context: Context, object_ids: tuple[str, ...]) -> None:
+    """Move objects to the trash (restorable until the bucket's grace ends)."""
+    with context.open() as store:
+        _each_id(store, object_ids, store.delete, "trashed")
+
+
+@cli.command()
+@click.argument("object_ids", nargs=-1, required=True)
+@pass_context
+def restore(context: Context, object_ids: tuple[str, ...]) -> None:
+    """Bring objects back from the trash, with their names."""
+    with context.open() as store:
+        _each_id(store, object_ids, store.restore, "restored")
+
+
+@cli.group()
+def hold() -> None:
+    """Holds: explicit references that keep an object alive."""
+
+
+@hold.command("add")
+@click.argument("object_id")
+@click.argument("owner")
+@pass_context
+def hold_add(context: Context, object_id: str, owner: str) -> None:
+    """Keep OBJECT_ID alive until OWNER releases it."""
+    with context.open() as store:
+        store.hold(object_id, owner)
+        click.echo(f"held {parse_object_id(object_id)} for {owner}")
+
+
+@hold.command("rm")
+@click.argument("object_id")
+@click.argument("owner")
+@pass_context
+def hold_rm(context: Context, object_id: str, owner: str) -> None:
+    """Release OWNER's hold on OBJECT_ID."""
+    with context.open() as store:
+        store.release(object_id, owner)
+        click.echo(f"released {parse_object_id(object_id)} for {owner}")
+
+
+# checking ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--verify-content", is_flag=True, help="Re-hash every blob (reads all data).")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without losing data.")
+@click.option("--orphan-grace", help="Leave files without a catalog row alone while younger than this "
+              "(default: the store's orphan_grace).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def fsck(context: Context, verify_content: bool, repair: bool, orphan_grace: str | None, as_json: bool) -> None:
+    """Reconcile the files on disk with the catalog."""
+    from cas.fsck import check_store
+
+    with context.open() as store:
+        grace = parse_duration(orphan_grace, "--orphan-grace") if orphan_grace else store.config.orphan_grace
+        report = check_store(store, verify_content=verify_content, repair=repair, orphan_grace=grace)
+    for problem in report.problems:
+        click.echo(json.dumps(problem.to_json()) if as_json else problem.describe())
+    if as_json:
+        click.echo(json.dumps(report.summary()))
+    else:
+        click.echo(report.summary_line())
+    raise SystemExit(0 if report.clean else 1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def stats(context: Context, as_json: bool) -> None:
+    """Objects, blobs and bytes per bucket, and the dedup ratio."""
+    from cas.stats import collect_stats
+
+    with context.open() as store:
+        result = collect_stats(store)
+    click.echo(json.dumps(result) if as_json else result_table(result))
+
+
+def result_table(result: dict[str, Any]) -> str:
+    rows = [("bucket", "objects", "blobs", "logical", "physical", "trashed")]
+    for bucket, numbers in result["buckets"].items():
+        rows.append((bucket, numbers["objects"], numbers["blobs"], _bytes(numbers["logical_bytes"]),
+                     _bytes(numbers["physical_bytes"]), numbers["trashed_objects"]))
+    total = result["total"]
+    rows.append(("(all)", total["objects"], total["blobs"], _bytes(total["logical_bytes"]),
+                 _bytes(total["physical_bytes"]), total["trashed_objects"]))
+    widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).rjust(width) if index else str(cell).ljust(width)
+                       for index, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines.append(f"dedup ratio: {total['dedup_ratio']:.2f} (logical / physical bytes)")
+    return "\n".join(lines)
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# entry point ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("assetfs: interrupted", err=True)
+        raise SystemExit(130)
+    except click.ClickException as error:
+        command = error.ctx.command_path if isinstance(error, click.UsageError) and error.ctx else "assetfs"
+        click.echo(f"assetfs: {error.format_message()} (see '{command} --help')", err=True)
+        raise SystemExit(error.exit_code)
+    except AssetfsError as error:
+        click.echo(f"assetfs: {error}", err=True)
+        raise SystemExit(error.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        click.echo("assetfs: interrupted", err=True)
+        raise SystemExit(130)
+    except Exception as error:  # the last line of defence: one line, not a traceback
+        if os.environ.get("ASSETFS_DEBUG") == "1":
+            raise
+        click.echo(f"assetfs: unexpected error: {type(error).__name__}: {error} (ASSETFS_DEBUG=1 shows the traceback)",
+                   err=True)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

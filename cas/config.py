@@ -1,0 +1,165 @@
+"""The store's configuration file, `<store>/assetfs.toml`.
+
+Every key is known and typed: an unknown key or a value of the wrong type is an error
+that names the key, so a typo never silently falls back to a default.
+
+    database_url = "postgresql://user:pass@host/db"   # optional; SQLite in the store if absent
+    orphan_grace = "1h"        # files with no catalog row younger than this are left alone
+
+    [gc]
+    min_age = "1h"             # touched objects younger than this are not checked yet
+    batch_size = 500
+    interval = "10m"
+
+    [bucket_defaults]          # settings of every bucket not listed under [buckets]
+    dedupe = true
+    grace = "7d"
+
+    [buckets.avatars]
+    dedupe = true
+    grace = "30d"
+    rules = ["select 1 from profile where photo_id = :id"]
+"""
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cas.durations import parse_duration
+from cas.errors import BadInput
+from cas.validate import check_bucket
+
+CONFIG_NAME = "assetfs.toml"
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class BucketConfig:
+    dedupe: bool = True
+    grace: float = 7 * DAY
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GcConfig:
+    min_age: float = 3600.0
+    batch_size: int = 500
+    interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None = None
+    orphan_grace: float = 3600.0
+    gc: GcConfig = field(default_factory=GcConfig)
+    bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
+    buckets: dict[str, BucketConfig] = field(default_factory=dict)
+
+    def bucket(self, name: str) -> BucketConfig:
+        return self.buckets.get(name, self.bucket_defaults)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadInput(f"{CONFIG_NAME}: {where} must be true or false, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _duration(value: Any, where: str) -> float:
+    return parse_duration(value, what=f"{CONFIG_NAME}: {where}")
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _rules(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(rule, str) and rule.strip() for rule in value):
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a list of SQL strings, got {value!r}")
+    for rule in value:
+        if ":id" not in rule:
+            raise BadInput(f"{CONFIG_NAME}: {where}: rule {rule!r} does not use the :id parameter")
+    return tuple(value)
+
+
+def _table(raw: Any, where: str, keys: dict[str, Callable[[Any, str], Any]]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise BadInput(f"{CONFIG_NAME}: [{where}] must be a table")
+    parsed = {}
+    for key, value in raw.items():
+        if key not in keys:
+            known = ", ".join(sorted(keys))
+            raise BadInput(f"{CONFIG_NAME}: unknown key {key!r} in [{where}] (known: {known})")
+        parsed[key] = keys[key](value, f"{where}.{key}")
+    return parsed
+
+
+_BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules}
+_GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration}
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    top_keys: dict[str, Callable[[Any, str], Any]] = {
+        "database_url": _text,
+        "orphan_grace": _duration,
+        "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
+        "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
+        "buckets": lambda value, where: value,
+    }
+    settings = _table(raw, "top level", top_keys)
+    buckets_raw = settings.pop("buckets", {})
+    if not isinstance(buckets_raw, dict):
+        raise BadInput(f"{CONFIG_NAME}: [buckets] must be a table of bucket tables")
+    defaults = settings.get("bucket_defaults", BucketConfig())
+    buckets = {}
+    for name, table in buckets_raw.items():
+        try:
+            check_bucket(name)
+        except BadInput as error:
+            raise BadInput(f"{CONFIG_NAME}: [buckets.{name}]: {error}") from None
+        overrides = _table(table, f"buckets.{name}", _BUCKET_KEYS)
+        buckets[name] = BucketConfig(**{**defaults.__dict__, **overrides})
+    return Config(**settings, buckets=buckets)
+
+
+def load_config(store_root: Path) -> Config:
+    path = store_root / CONFIG_NAME
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except FileNotFoundError:
+        raise BadInput(f"{store_root} is not an assetfs store (no {CONFIG_NAME}); create one with 'assetfs init'") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise BadInput(f"cannot read {path}: {error.strerror}") from None
+    return parse_config(raw)
+
+
+def render_config(database_url: str | None) -> str:
+    """The text `assetfs init` writes: the defaults, spelled out, so operators can edit them."""
+    url_line = f"database_url = {_toml_string(database_url)}\n" if database_url else (
+        "# database_url = \"postgresql://user:password@host/dbname\"   # default: SQLite in this store\n"
+    )
+    return (
+        "# assetfs store configuration; see the README for every key.\n"
+        + url_line
+        + 'orphan_grace = "1h"\n\n'
+        + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\n\n'
+        + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
+        + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"
+    )
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,29 @@
+"""The errors assetfs reports to its users.
+
+Every error carries a one-line message that says what went wrong and, where it helps,
+what to do. The CLI prints the message alone and exits with the class's exit code.
+"""
+
+
+class AssetfsError(Exception):
+    """Base class: a failure the user should see as one line, not a traceback."""
+
+    exit_code = 1
+
+
+class BadInput(AssetfsError):
+    """Invalid names, ids, paths, options or configuration; nothing was changed."""
+
+    exit_code = 2
+
+
+class NotFound(AssetfsError):
+    """The object, bucket or name does not exist (or is not visible in this view)."""
+
+    exit_code = 1
+
+
+class StoreError(AssetfsError):
+    """The store could not do what was asked (disk full, damaged store, database down)."""
+
+    exit_code = 1

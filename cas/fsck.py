@@ -1,0 +1,365 @@
+"""`assetfs fsck`: reconcile the files on disk with the catalog.
+
+Catalog → disk: every live or trashed object has its blob (present, recorded size, and with
+--verify-content the right hash) and its alias (a hardlink to the blob, or an accepted copy
+when the blob ran out of links). Disk → catalog: files in blobs/, objects/ and tmp/ that no
+row explains are orphans (what a crash leaves behind); they are only touched once older than
+the orphan grace, since a put in flight has files without a committed row. Finally each
+blob's link count must be 1 + the aliases that link to it.
+
+Repairs never lose data: a blob is rebuilt only from a copy whose content hashes right, and
+an orphan is removed under the blob lock after re-checking that no row appeared.
+"""
+
+import os
+import re
+import stat
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from cas.blobtree import fsync_dir
+from cas.catalog import Transaction
+from cas.store import ZERO_ID, Store
+
+HASH_NAME = re.compile(r"[0-9a-f]{64}")
+ORPHAN_KINDS = {"orphan_blob", "orphan_alias", "orphan_staging"}
+
+
+@dataclass
+class Problem:
+    kind: str
+    path: str
+    detail: str
+    object_id: str | None = None
+    repaired: bool = False
+    not_repaired: str | None = None  # why --repair could not fix it
+
+    @property
+    def orphan(self) -> bool:
+        return self.kind in ORPHAN_KINDS
+
+    def describe(self) -> str:
+        state = "repaired" if self.repaired else (f"NOT repaired: {self.not_repaired}" if self.not_repaired else "")
+        subject = f" (object {self.object_id})" if self.object_id else ""
+        return f"{self.kind}: {self.path}{subject}: {self.detail}" + (f" — {state}" if state else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "orphan": self.orphan}
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    objects: int = 0
+    blobs: int = 0
+    unreferenced_blobs: int = 0  # blobs no object uses: not damage, the collector frees them
+
+    @property
+    def clean(self) -> bool:
+        return all(problem.repaired for problem in self.problems)
+
+    def summary(self) -> dict[str, Any]:
+        kinds = Counter(problem.kind for problem in self.problems)
+        return {
+            "objects": self.objects, "blobs": self.blobs, "unreferenced_blobs": self.unreferenced_blobs,
+            "problems": len(self.problems), "repaired": sum(problem.repaired for problem in self.problems),
+            "kinds": dict(kinds), "clean": self.clean,
+        }
+
+    def summary_line(self) -> str:
+        numbers = self.summary()
+        line = f"fsck: checked {self.objects} objects and {self.blobs} blobs: "
+        if not self.problems:
+            return line + "clean"
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(numbers["kinds"].items()))
+        line += f"{numbers['problems']} problems ({kinds}), {numbers['repaired']} repaired"
+        if any(problem.not_repaired for problem in self.problems):
+            return line + "; some could not be repaired (see above)"
+        return line if self.clean else line + "; 'assetfs fsck --repair' fixes what it can"
+
+
+def hash_file(path: Path) -> str:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if path.stat().st_size:
+        hasher.update_mmap(path)
+    return hasher.hexdigest()
+
+
+class Checker:
+    def __init__(self, store: Store, verify_content: bool, repair: bool, orphan_grace: float) -> None:
+        self.store = store
+        self.tree = store.tree
+        self.verify_content = verify_content
+        self.repair = repair
+        self.cutoff = time.time() - orphan_grace
+        self.report = Report()
+        self.link_aliases: Counter[str] = Counter()  # hash → aliases that are hardlinks to its blob
+        self.checked_blobs: dict[str, bool] = {}  # hash → blob is good
+
+    def problem(self, kind: str, path: Path, detail: str, object_id: str | None = None) -> Problem:
+        found = Problem(kind, str(path.relative_to(self.store.root)), detail, object_id)
+        self.report.problems.append(found)
+        return found
+
+    # catalog → disk ------------------------------------------------------------------------
+
+    def check_objects(self) -> None:
+        sql = "select id, bucket, hash, size, filename from objects where id > :after order by id limit :limit"
+        for rows in self.store.catalog.pages(sql, {}, key="id", start=ZERO_ID):
+            for row in rows:
+                self.report.objects += 1
+                self.check_blob(row)
+                self.check_alias(row)
+
+    def check_blob(self, row: dict[str, Any]) -> None:
+        hash_hex, size = row["hash"], row["size"]
+        if hash_hex in self.checked_blobs:
+            return
+        blob = self.tree.blob_path(hash_hex)
+        actual = self.tree.blob_size(hash_hex)
+        if actual is None:
+            found = self.problem("missing_blob", blob, f"the blob of {size} bytes is missing", row["id"])
+        elif actual != size:
+            found = self.problem("blob_size", blob, f"{actual} bytes instead of {size}", row["id"])
+        elif self.verify_content and hash_file(blob) != hash_hex:
+            found = self.problem("blob_content", blob, "the content no longer matches its hash", row["id"])
+        else:
+            self.checked_blobs[hash_hex] = True
+            return
+        self.checked_blobs[hash_hex] = False
+        if self.repair:
+            self.rebuild_blob(found, hash_hex, size)
+
+    def rebuild_blob(self, found: Problem, hash_hex: str, size: int) -> None:
+        """Reinstall a damaged or missing blob from an alias copy whose content is right."""
+
+        def rebuild(tx: Transaction) -> bool:
+            tx.lock_blob(hash_hex)
+            blob = self.tree.blob_path(hash_hex)
+            users = tx.all("select id, bucket, hash, filename from objects where hash = :hash", {"hash": hash_hex})
+            for other in users:
+                alias = self.tree.alias_path(other["bucket"], other["id"], other["filename"])
+                try:
+                    if alias.stat().st_size != size or (blob.exists() and os.path.samefile(alias, blob)):
+                        continue
+                except FileNotFoundError:
+                    continue
+                if hash_file(alias) != hash_hex:
+                    continue
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                self.tree.copy_blob_to(alias, blob)
+                fsync_dir(blob.parent)
+                for user in users:
+                    self.relink_alias(user)
+                return True
+            return False
+
+        if self.store.catalog.run(rebuild):
+            found.repaired = True
+            self.checked_blobs[hash_hex] = True
+        else:
+            found.not_repaired = "no intact copy of this content is left; the objects using it are damaged"
+
+    def relink_alias(self, row: dict[str, Any]) -> None:
+        alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
+        alias.unlink(missing_ok=True)
+        self.tree.make_alias(row["hash"], row["bucket"], row["id"], row["filename"])
+
+    def check_alias(self, row: dict[str, Any]) -> None:
+        alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
+        blob = self.tree.blob_path(row["hash"])
+        try:
+            alias_stat = alias.lstat()
+        except FileNotFoundError:
+            found = self.problem("missing_alias", alias, "the object's alias is missing", row["id"])
+            self.fix_alias(found, row)
+            return
+        if stat.S_ISREG(alias_stat.st_mode):
+            try:
+                if os.path.samefile(alias, blob):
+                    self.link_aliases[row["hash"]] += 1
+                    return
+            except FileNotFoundError:
+                pass  # the blob is missing: reported by check_blob
+            if alias_stat.st_size == row["size"] and (not self.verify_content or hash_file(alias) == row["hash"]):
+                return  # a copy, made when the blob had run out of links: accepted
+        found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
+        self.fix_alias(found, row)
+
+    def fix_alias(self, found: Problem, row: dict[str, Any]) -> None:
+        if not self.repair:
+            return
+        if not self.checked_blobs.get(row["hash"]):
+            found.not_repaired = "the blob it would link to is damaged"
+            return
+        self.relink_alias(row)
+        self.link_aliases[row["hash"]] += 1
+        found.repaired = True
+
+    def check_blob_rows(self) -> None:
+        """Blob rows whose file is gone and that no object uses: harmless, but stale."""
+        sql = ("select hash from blobs b where hash > :after and not exists "
+               "(select 1 from objects o where o.hash = b.hash) order by hash limit :limit")
+        for rows in self.store.catalog.pages(sql, {}, key="hash", start=""):
+            for row in rows:
+                if self.tree.blob_size(row["hash"]) is not None:
+                    self.report.unreferenced_blobs += 1
+                    continue
+                found = self.problem("stale_blob_row", self.tree.blob_path(row["hash"]),
+                                     "a blob row without file or object")
+                if self.repair:
+                    found.repaired = self.store.catalog.run(lambda tx, h=row["hash"]: self._drop_stale_row(tx, h))
+
+    def _drop_stale_row(self, tx: Transaction, hash_hex: str) -> bool:
+        tx.lock_blob(hash_hex)
+        if self.tree.blob_size(hash_hex) is not None:
+            return False
+        tx.execute("delete from blobs where hash = :hash and not exists "
+                   "(select 1 from objects where hash = :hash)", {"hash": hash_hex})
+        return True
+
+    # disk → catalog ------------------------------------------------------------------------
+
+    def is_young(self, path: Path) -> bool:
+        try:
+            return path.lstat().st_mtime > self.cutoff
+        except FileNotFoundError:
+            return True  # gone meanwhile: nothing to do
+
+    def check_blob_files(self) -> None:
+        leaves, strays = _levels(self.tree.blobs, depth=2)
+        self.report_strays(strays)
+        for leaf in leaves:
+            entries = list(os.scandir(leaf))
+            hashes = [entry.name for entry in entries if HASH_NAME.fullmatch(entry.name)]
+            known = self._known(tx_sql="select hash as key from blobs where hash in ({})", keys=hashes)
+            for entry in entries:
+                path = Path(entry.path)
+                if not HASH_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False) \
+                        or path.parent != self.tree.blob_path(entry.name).parent:
+                    if not self.is_young(path):
+                        found = self.problem("stray_file", path, "not a blob (wrong name or place)")
+                        self.remove_stray(found, path)
+                    continue
+                self.report.blobs += 1
+                if entry.name not in known:
+                    if not self.is_young(path):
+                        found = self.problem("orphan_blob", path, "a blob file with no catalog row")
+                        if self.repair:
+                            found.repaired = self.store.catalog.run(lambda tx, h=entry.name: self._drop_orphan(tx, h))
+                            if not found.repaired:
+                                found.not_repaired = "a row appeared meanwhile; the blob is in use"
+                    continue
+                self.check_link_count(path, entry.name)
+
+    def _drop_orphan(self, tx: Transaction, hash_hex: str) -> bool:
+        tx.lock_blob(hash_hex)
+        if tx.one("select 1 as found from blobs where hash = :hash", {"hash": hash_hex}) is not None:
+            return False
+        self.tree.remove_blob(hash_hex)
+        return True
+
+    def check_link_count(self, path: Path, hash_hex: str) -> None:
+        links = path.stat().st_nlink
+        expected = 1 + self.link_aliases[hash_hex]
+        if links != expected:
+            found = self.problem("link_count", path, f"{links} links, expected {expected} (1 + its aliases): "
+                                 "hard links outside the store's aliases, or aliases changed during the check")
+            if self.repair:
+                found.not_repaired = "assetfs does not remove hard links it did not make"
+
+    def check_alias_files(self) -> None:
+        shards, strays = _levels(self.tree.objects, depth=2)
+        self.report_strays(strays)
+        for shard in shards:
+            bucket = shard.parent.name
+            entries = list(os.scandir(shard))
+            rows = self._rows(
+                "select id, bucket, filename from objects where id in ({})",
+                [entry.name for entry in entries if _is_uuid(entry.name)],
+            )
+            for entry in entries:
+                path = Path(entry.path)
+                row = rows.get(entry.name)
+                in_place = row is not None and row["bucket"] == bucket and shard.name == entry.name[0:2]
+                if not in_place or not entry.is_dir(follow_symlinks=False):
+                    if not self.is_young(path):
+                        found = self.problem("orphan_alias", path, "an alias with no object row")
+                        self.remove_stray(found, path)
+                    continue
+                for inner in os.scandir(path):
+                    if inner.name != row["filename"] and not self.is_young(Path(inner.path)):
+                        found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
+                                             row["id"])
+                        self.remove_stray(found, Path(inner.path))
+
+    def check_staging(self) -> None:
+        for entry in os.scandir(self.tree.tmp):
+            path = Path(entry.path)
+            if not self.is_young(path):
+                found = self.problem("orphan_staging", path, "a staging file left by an interrupted write")
+                self.remove_stray(found, path)
+
+    def report_strays(self, paths: list[Path]) -> None:
+        for path in paths:
+            if not self.is_young(path):
+                self.remove_stray(self.problem("stray_file", path, "not part of the store's layout"), path)
+
+    def remove_stray(self, found: Problem, path: Path) -> None:
+        """Remove a file or folder no catalog row explains (aliases and staging hold copies only)."""
+        if not self.repair:
+            return
+        if path.is_dir() and not path.is_symlink():
+            for inner in path.iterdir():
+                self.remove_stray(found, inner)
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+        found.repaired = True
+
+    # helpers -------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
+        placeholders = ", ".join(f":k{index}" for index in range(len(keys)))
+        params = {f"k{index}": key for index, key in enumerate(keys)}
+        rows = self.store.catalog.run(lambda tx: tx.all(sql.format(placeholders), params), write=False)
+        return {next(iter(row.values())): row for row in rows}
+
+    def _known(self, tx_sql: str, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            found |= set(self._rows(tx_sql, keys[start:start + 500]))
+        return found
+
+
+def _levels(top: Path, depth: int) -> tuple[list[Path], list[Path]]:
+    """The folders `depth` levels below `top` (blobs/ab/cd, objects/<bucket>/<xx>), and the
+    files met on the way there, which the layout has no place for."""
+    level, strays = [top], []
+    for _ in range(depth):
+        entries = [entry for folder in level for entry in os.scandir(folder)]
+        level = sorted(Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False))
+        strays += [Path(entry.path) for entry in entries if not entry.is_dir(follow_symlinks=False)]
+    return level, strays
+
+
+def _is_uuid(text: str) -> bool:
+    return len(text) == 36 and text.count("-") == 4
+
+
+def check_store(store: Store, verify_content: bool = False, repair: bool = False,
+                orphan_grace: float = 3600.0) -> Report:
+    checker = Checker(store, verify_content, repair, orphan_grace)
+    checker.check_objects()
+    checker.check_blob_rows()
+    checker.check_alias_files()
+    checker.check_staging()
+    checker.check_blob_files()
+    return checker.report

@@ -1,0 +1,337 @@
+"""The Python API of an assetfs store: put, get, open, delete, restore, hold, list.
+
+Synchronous and thread-safe; trio code calls it through worker threads. The order of
+writes and the blob lock are described in docs/concurrency.md, which this module follows.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from cas import names
+from cas.blobtree import BlobTree, StagedFile
+from cas.catalog import Catalog, Transaction, open_catalog
+from cas.config import CONFIG_NAME, Config, load_config, render_config
+from cas.content_type import detect_content_type
+from cas.errors import BadInput, NotFound, StoreError
+from cas.ids import new_object_id, parse_object_id
+from cas.model import ObjectInfo, PutResult
+from cas.validate import check_bucket, check_content_type, check_filename, check_metadata, split_name
+
+STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm")
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+MAX_OWNER_LENGTH = 255
+
+
+class Store:
+    def __init__(self, root: Path, config: Config, catalog: Catalog) -> None:
+        self.root = root
+        self.config = config
+        self.catalog = catalog
+        self.tree = BlobTree(root)
+
+    # opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Store":
+        root = Path(root).absolute()
+        if not root.is_dir():
+            raise BadInput(f"{root} is not an assetfs store (no such folder); create one with 'assetfs init'")
+        config = load_config(root)
+        tree = BlobTree(root)
+        if not (tree.blobs.is_dir() and tree.objects.is_dir()):
+            raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
+        tree.tmp.mkdir(exist_ok=True)
+        return cls(root, config, open_catalog(root, config.database_url))
+
+    @classmethod
+    def init(cls, root: str | Path, database_url: str | None = None) -> tuple["Store", bool]:
+        """Create a store at `root`, or open the one there. Returns (store, created)."""
+        root = Path(root).absolute()
+        if (root / CONFIG_NAME).exists():
+            store = cls.open(root)
+            if database_url and store.config.database_url != database_url:
+                store.close()
+                raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
+            return store, False
+        if root.exists() and not root.is_dir():
+            raise BadInput(f"{root} exists and is not a folder")
+        if root.is_dir() and any(entry.name not in STORE_PARTS for entry in root.iterdir()):
+            raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            catalog = open_catalog(root, database_url)
+            BlobTree(root).create_dirs()
+            (root / CONFIG_NAME).write_text(render_config(database_url))
+        except OSError as error:
+            raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
+        return cls(root, load_config(root), catalog), True
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # putting -------------------------------------------------------------------------------
+
+    def put(
+        self,
+        bucket: str,
+        source: str | Path | BinaryIO,
+        name: str | None = None,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        expires_at: float | None = None,
+        filename: str | None = None,
+        owner: names.Owner | None = None,
+    ) -> PutResult:
+        """Store the content of `source` (a path or a binary stream) as an object of `bucket`.
+
+        With the bucket's `dedupe` on, a live object of the bucket with the same content is
+        returned instead of a new one. With `name`, `<bucket>/<name>` refers to the object
+        afterwards. Every argument is checked before anything is written.
+        """
+        check_bucket(bucket)
+        parts = split_name(name) if name is not None else None
+        metadata = check_metadata(dict(metadata or {}))
+        if content_type is not None:
+            check_content_type(content_type)
+        if expires_at is not None and expires_at <= time.time():
+            raise BadInput("the expiry time is in the past")
+        owner = owner or names.Owner.current()
+        with _opened(source) as (stream, source_name):
+            filename = filename or (parts[-1] if parts else source_name) or "upload"
+            check_filename(filename)
+            if parts:
+                self.catalog.run(lambda tx: names.check_target(tx, bucket, parts), write=False)
+            staged = self.tree.stage(stream)
+        try:
+            if self.tree.blob_size(staged.hash) != staged.size:
+                self.tree.make_durable(staged)  # before taking the lock: it may take a while
+            object_id = new_object_id()
+            detected = content_type or detect_content_type(staged.head, filename)
+            return self.catalog.run(
+                lambda tx: self._commit_put(
+                    tx, bucket, staged, object_id, parts, detected, metadata, expires_at, filename, owner
+                )
+            )
+        finally:
+            self.tree.discard(staged)
+
+    def _commit_put(
+        self, tx: Transaction, bucket: str, staged: StagedFile, object_id: str, parts: list[str] | None,
+        content_type: str, metadata: dict[str, str], expires_at: float | None, filename: str, owner: names.Owner,
+    ) -> PutResult:
+        tx.lock_blob(staged.hash)
+        now = time.time()
+        names.ensure_bucket(tx, bucket, now, owner)
+        tx.execute(
+            "insert into blobs (hash, size, created_at) values (:hash, :size, :now) on conflict (hash) do nothing",
+            {"hash": staged.hash, "size": staged.size, "now": now},
+        )
+        existing = None
+        if self.config.bucket(bucket).dedupe:
+            # an object that expires sooner than asked is no substitute for the one being put
+            lives_long_enough = "expires_at is null" + ("" if expires_at is None else " or expires_at >= :expires_at")
+            existing = tx.one(
+                "select * from objects where bucket = :bucket and hash = :hash and deleted_at is null "
+                f"and ({lives_long_enough}) order by id limit 1",
+                {"bucket": bucket, "hash": staged.hash, "expires_at": expires_at},
+            )
+        if self.tree.blob_size(staged.hash) != staged.size:
+            self.tree.make_durable(staged)
+            self.tree.install_blob(staged)
+            self._relink_aliases(tx, staged.hash)
+        if existing is None:
+            self.tree.make_alias(staged.hash, bucket, object_id, filename)
+            tx.execute(
+                "insert into objects (id, bucket, hash, size, content_type, filename, metadata, created_at, "
+                "touched_at, expires_at) values (:id, :bucket, :hash, :size, :content_type, :filename, :metadata, "
+                ":now, :now, :expires_at)",
+                {"id": object_id, "bucket": bucket, "hash": staged.hash, "size": staged.size,
+                 "content_type": content_type, "filename": filename, "metadata": json.dumps(metadata),
+                 "now": now, "expires_at": expires_at},
+            )
+        else:
+            object_id = existing["id"]
+        if parts:
+            replaced = names.bind(tx, bucket, parts, object_id, now, owner)
+            if replaced is not None and replaced != object_id:
+                _touch(tx, replaced, now)
+        row = tx.one("select * from objects where id = :id", {"id": object_id})
+        info = ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
+        return PutResult(object=info, deduplicated=existing is not None, name="/".join(parts) if parts else None)
+
+    def _relink_aliases(self, tx: Transaction, hash_hex: str) -> None:
+        """After a blob was (re)installed, point the aliases that were links at the new file."""
+        for row in tx.all("select id, bucket, filename from objects where hash = :hash", {"hash": hash_hex}):
+            alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
+            alias.unlink(missing_ok=True)
+            self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
+
+    # reading -------------------------------------------------------------------------------
+
+    def get(self, object_id: str) -> ObjectInfo:
+        """A live object's metadata, with its names; NotFound for unknown or trashed ids."""
+        return self._info(object_id, deleted=False)
+
+    def get_trashed(self, object_id: str) -> ObjectInfo:
+        return self._info(object_id, deleted=True)
+
+    def _info(self, object_id: str, deleted: bool) -> ObjectInfo:
+        object_id = parse_object_id(object_id)
+
+        def read(tx: Transaction) -> ObjectInfo:
+            row = tx.one("select * from objects where id = :id", {"id": object_id})
+            if row is None or (row["deleted_at"] is not None) != deleted:
+                where = "in the trash" if deleted else "in the store"
+                raise NotFound(f"no object {object_id} {where}")
+            return ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
+
+        return self.catalog.run(read, write=False)
+
+    def open_object(self, object_id: str) -> BinaryIO:
+        """A read-only file of a live object's content (the classmethod `open` opens a store)."""
+        info = self.get(object_id)
+        try:
+            return open(self.tree.blob_path(info.hash), "rb")
+        except FileNotFoundError:
+            raise StoreError(f"the content of {info.id} is missing from the store; run 'assetfs fsck'") from None
+
+    def list(self, bucket: str | None = None, deleted: bool = False, page: int = 1000) -> Iterator[ObjectInfo]:
+        """Live (or trashed) objects in id order, with their names; streams in pages."""
+        if bucket is not None:
+            check_bucket(bucket)
+        condition = "deleted_at is not null" if deleted else "deleted_at is null"
+        if bucket is not None:
+            condition += " and bucket = :bucket"
+        sql = f"select * from objects where {condition} and id > :after order by id limit :limit"
+        for rows in self.catalog.pages(sql, {"bucket": bucket}, key="id", start=ZERO_ID, size=page):
+            found = self.catalog.run(lambda tx: names.names_of(tx, [row["id"] for row in rows]), write=False)
+            for row in rows:
+                yield ObjectInfo.from_row(row, found.get(row["id"], []))
+
+    def buckets(self) -> list[str]:
+        """Every bucket that has a row (it was used) or is configured."""
+        stored = self.catalog.run(lambda tx: [row["name"] for row in tx.all("select name from buckets")], write=False)
+        return sorted(set(stored) | set(self.config.buckets))
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    def delete(self, object_id: str) -> ObjectInfo:
+        """Move a live object to the trash; restorable until `purge_after` (now + bucket grace)."""
+        object_id = parse_object_id(object_id)
+
+        def move(tx: Transaction) -> ObjectInfo:
+            row = tx.one("select * from objects where id = :id and deleted_at is null", {"id": object_id})
+            if row is None:
+                raise NotFound(f"no object {object_id} in the store")
+            now = time.time()
+            tx.execute(
+                "update objects set deleted_at = :now, purge_after = :purge_after, trashed_names = :names "
+                "where id = :id",
+                {"now": now, "purge_after": now + self.config.bucket(row["bucket"]).grace,
+                 "names": names.unbind_object(tx, object_id), "id": object_id},
+            )
+            return ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}))
+
+        return self.catalog.run(move)
+
+    def restore(self, object_id: str) -> ObjectInfo:
+        """Bring an object back from the trash, with the names it had that are still free."""
+        object_id = parse_object_id(object_id)
+
+        def bring_back(tx: Transaction) -> ObjectInfo:
+            row = tx.one("select * from objects where id = :id and deleted_at is not null", {"id": object_id})
+            if row is None:
+                raise NotFound(f"no object {object_id} in the trash")
+            now = time.time()
+            restored = names.rebind_object(tx, row["bucket"], object_id, row["trashed_names"], now)
+            tx.execute(
+                "update objects set deleted_at = null, purge_after = null, trashed_names = null, touched_at = :now "
+                "where id = :id",
+                {"now": now, "id": object_id},
+            )
+            return ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}), restored)
+
+        return self.catalog.run(bring_back)
+
+    def hold(self, object_id: str, owner: str) -> None:
+        """Keep a live object alive until `owner` releases it."""
+        object_id, owner = parse_object_id(object_id), _check_owner(owner)
+
+        def add(tx: Transaction) -> None:
+            if tx.one("select 1 as found from objects where id = :id and deleted_at is null", {"id": object_id}) is None:
+                raise NotFound(f"no object {object_id} in the store")
+            tx.execute(
+                "insert into holds (object_id, owner, created_at) values (:id, :owner, :now) on conflict do nothing",
+                {"id": object_id, "owner": owner, "now": time.time()},
+            )
+
+        self.catalog.run(add)
+
+    def release(self, object_id: str, owner: str) -> None:
+        """Drop `owner`'s hold; the object is touched, so GC checks whether anything else uses it."""
+        object_id, owner = parse_object_id(object_id), _check_owner(owner)
+
+        def remove(tx: Transaction) -> None:
+            if tx.one("select 1 as found from holds where object_id = :id and owner = :owner",
+                      {"id": object_id, "owner": owner}) is None:
+                raise NotFound(f"object {object_id} has no hold by {owner!r}")
+            tx.execute("delete from holds where object_id = :id and owner = :owner", {"id": object_id, "owner": owner})
+            _touch(tx, object_id, time.time())
+
+        self.catalog.run(remove)
+
+    def holds(self, object_id: str) -> list[str]:
+        object_id = parse_object_id(object_id)
+        rows = self.catalog.run(
+            lambda tx: tx.all("select owner from holds where object_id = :id order by owner", {"id": object_id}),
+            write=False,
+        )
+        return [row["owner"] for row in rows]
+
+
+def _touch(tx: Transaction, object_id: str, now: float) -> None:
+    tx.execute("update objects set touched_at = :now where id = :id and deleted_at is null", {"now": now, "id": object_id})
+
+
+def _check_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not owner or len(owner) > MAX_OWNER_LENGTH or "\0" in owner:
+        raise BadInput(f"invalid hold owner {owner!r}: use 1-{MAX_OWNER_LENGTH} characters")
+    return owner
+
+
+@contextmanager
+def _opened(source: str | Path | BinaryIO) -> Iterator[tuple[BinaryIO, str | None]]:
+    """A binary stream for a path or stream, and the file name it came from (if any)."""
+    if not isinstance(source, (str, Path)):
+        yield source, None
+        return
+    path = Path(source)
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise BadInput(f"{path} is a folder, not a file")
+        stream = open(path, "rb")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except PermissionError:
+        raise BadInput(f"{path}: permission denied") from None
+    except OSError as error:
+        raise BadInput(f"{path}: cannot read: {error.strerror}") from None
+    with stream:
+        yield stream, path.name
+
+
+__all__ = ["Store", "ObjectInfo", "PutResult"]

@@ -1,0 +1,204 @@
+# Shared setup steps for scripts/test, scripts/start and scripts/bench.
+#
+# Source this file from a bash script that runs with `set -euo pipefail`, then call:
+#   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
+#   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
+#   ensure_postgres          start (or create) the PostgreSQL cluster, the `assetfs` role
+#                            and the `assetfs_test` database
+#   ensure_postgres_database NAME   another database owned by `assetfs` (after ensure_postgres)
+#   postgres_test_url [NAME] print the connection URL (database defaults to assetfs_test)
+#
+# Every step is idempotent and prints one line to stderr.
+
+ASSETFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ASSETFS_VENV="$ASSETFS_ROOT/.venv"
+
+ASSETFS_DEBIAN_PACKAGES=(
+    fuse3 libfuse3-dev pkg-config   # the FUSE mount; pyfuse3 builds against libfuse3
+    gcc libc6-dev python3-dev       # pyfuse3 ships no wheels: its C extension is compiled
+    python3-venv                    # `python3 -m venv` on Debian's python
+    postgresql                      # the shared catalog the tests run against
+    rsync attr libmagic1 bindfs b3sum
+)
+
+ASSETFS_PG_ROLE=assetfs
+ASSETFS_PG_PASSWORD=assetfs
+ASSETFS_PG_DATABASE=assetfs_test
+
+# Filled in by ensure_postgres.
+PG_VERSION=""
+PG_CLUSTER=""
+PG_PORT=""
+
+setup_say() {
+    echo "setup: $*" >&2
+}
+
+setup_die() {
+    echo "setup: error: $*" >&2
+    exit 1
+}
+
+# Run a command as root (directly when we are root, through sudo otherwise).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        setup_die "need root (or sudo) to run: $*"
+    fi
+}
+
+ensure_debian_packages() {
+    local missing=() pkg status
+    for pkg in "${ASSETFS_DEBIAN_PACKAGES[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
+        [ "${status:0:2}" = "ii" ] || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        setup_say "debian packages present"
+    else
+        command -v apt-get >/dev/null 2>&1 || setup_die "apt-get not found; install: ${missing[*]}"
+        setup_say "installing debian packages: ${missing[*]}"
+        local log
+        log="$(mktemp -t assetfs-apt.XXXXXX)"
+        if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 ||
+           ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                 --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            setup_die "apt-get failed (full log: $log)"
+        fi
+        rm -f "$log"
+    fi
+    [ -c /dev/fuse ] || setup_say "warning: /dev/fuse is missing; FUSE mounts will fail"
+}
+
+# Succeeds when .venv has a python that runs.
+venv_usable() {
+    [ -x "$ASSETFS_VENV/bin/python" ] && "$ASSETFS_VENV/bin/python" -c '' 2>/dev/null
+}
+
+ensure_venv() {
+    local python="${ASSETFS_PYTHON:-python3}"
+    local stamp="$ASSETFS_VENV/.assetfs-installed"
+    local want have=""
+
+    if ! venv_usable; then
+        rm -rf "$ASSETFS_VENV"
+        "$python" -m venv "$ASSETFS_VENV" ||
+            setup_die "could not create $ASSETFS_VENV with $python"
+    fi
+
+    want="$(sha256sum "$ASSETFS_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    [ -f "$stamp" ] && have="$(cat "$stamp")"
+    if [ "$want" = "$have" ]; then
+        setup_say "venv up to date (.venv, pyproject.toml unchanged)"
+        return 0
+    fi
+
+    local log="$ASSETFS_VENV/pip-install.log"
+    if ! (cd "$ASSETFS_ROOT" &&
+          "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
+              --no-input -e '.[test]') >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        setup_die "pip install -e '.[test]' failed (full log: $log)"
+    fi
+    echo "$want" >"$stamp"
+    setup_say "venv installed (.venv, pip install -e '.[test]')"
+}
+
+# psql as the postgres superuser over the local socket.
+postgres_admin_psql() {
+    (cd / && as_root runuser -u postgres -- \
+        psql -X -q -At -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres "$@")
+}
+
+# Sets PG_VERSION, PG_CLUSTER and PG_PORT from pg_lsclusters: a running cluster if there is
+# one, else the newest. Returns 1 when no cluster exists.
+postgres_pick_cluster() {
+    local line ver name port status picked=""
+    while read -r ver name port status _; do
+        [ -n "$ver" ] || continue
+        line="$ver $name $port"
+        case "$status" in
+            online*) picked="$line"; break ;;
+            *) picked="$line" ;;
+        esac
+    done < <(pg_lsclusters --no-header 2>/dev/null)
+    [ -n "$picked" ] || return 1
+    read -r PG_VERSION PG_CLUSTER PG_PORT <<<"$picked"
+}
+
+postgres_cluster_online() {
+    pg_lsclusters --no-header "$PG_VERSION" "$PG_CLUSTER" 2>/dev/null | awk '{print $4}' |
+        grep -q '^online'
+}
+
+postgres_start_cluster() {
+    command -v pg_lsclusters >/dev/null 2>&1 ||
+        setup_die "pg_lsclusters not found; is the postgresql package installed?"
+
+    if ! postgres_pick_cluster; then
+        local newest
+        newest="$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)"
+        [ -n "$newest" ] || setup_die "no PostgreSQL server found in /usr/lib/postgresql"
+        as_root pg_createcluster --locale C.UTF-8 --encoding UTF8 "$newest" main >/dev/null ||
+            setup_die "pg_createcluster $newest main failed"
+        postgres_pick_cluster || setup_die "pg_createcluster did not create a cluster"
+        setup_say "postgres cluster $PG_VERSION/$PG_CLUSTER created"
+    fi
+
+    if ! postgres_cluster_online; then
+        as_root pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start ||
+            setup_die "could not start postgres $PG_VERSION/$PG_CLUSTER" \
+                "(see /var/log/postgresql/postgresql-$PG_VERSION-$PG_CLUSTER.log)"
+    fi
+
+    local tries=0
+    until pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 150 ] ||
+            setup_die "postgres $PG_VERSION/$PG_CLUSTER does not accept connections on 127.0.0.1:$PG_PORT"
+        sleep 0.2
+    done
+    setup_say "postgres $PG_VERSION/$PG_CLUSTER running on $PG_PORT"
+}
+
+postgres_ensure_role() {
+    # The password is (re)set on every run so that a role left over with another password
+    # still works with the URL below.
+    postgres_admin_psql <<SQL
+SELECT format('CREATE ROLE %I', '$ASSETFS_PG_ROLE')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ASSETFS_PG_ROLE')\gexec
+ALTER ROLE $ASSETFS_PG_ROLE LOGIN CREATEDB PASSWORD '$ASSETFS_PG_PASSWORD';
+SQL
+}
+
+ensure_postgres_database() {
+    local db="$1"
+    [ -n "$PG_PORT" ] || setup_die "ensure_postgres_database: call ensure_postgres first"
+    postgres_admin_psql <<SQL
+SELECT format('CREATE DATABASE %I OWNER %I', '$db', '$ASSETFS_PG_ROLE')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db')\gexec
+ALTER DATABASE "$db" OWNER TO $ASSETFS_PG_ROLE;
+SQL
+    # Prove the URL works: password auth over TCP, as the role the tests use.
+    psql -X -q -At -v ON_ERROR_STOP=1 -d "$(postgres_test_url "$db")" -c 'SELECT 1' >/dev/null ||
+        setup_die "cannot connect as $ASSETFS_PG_ROLE to $db on 127.0.0.1:$PG_PORT (check pg_hba.conf)"
+}
+
+ensure_postgres() {
+    postgres_start_cluster
+    postgres_ensure_role
+    ensure_postgres_database "$ASSETFS_PG_DATABASE"
+    setup_say "database ready: $(postgres_test_url)"
+}
+
+postgres_test_url() {
+    local db="${1:-$ASSETFS_PG_DATABASE}"
+    if [ -z "$PG_PORT" ]; then
+        postgres_pick_cluster || setup_die "no PostgreSQL cluster; run ensure_postgres first"
+    fi
+    echo "postgresql://$ASSETFS_PG_ROLE:$ASSETFS_PG_PASSWORD@127.0.0.1:$PG_PORT/$db"
+}

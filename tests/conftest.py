@@ -1,0 +1,76 @@
+"""Fixtures shared by the test suite.
+
+Every catalog test runs twice: on the embedded SQLite catalog and on a real PostgreSQL
+server (a fresh schema per test). `scripts/test` starts the server and sets
+ASSETFS_TEST_DATABASE_URL; with ASSETFS_REQUIRE_POSTGRES=1 a missing server fails the run
+instead of skipping the PostgreSQL half.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cas.store import Store
+
+ASSETFS = str(Path(sys.executable).parent / "assetfs")
+
+
+def postgres_base_url() -> str | None:
+    url = os.environ.get("ASSETFS_TEST_DATABASE_URL")
+    if not url:
+        if os.environ.get("ASSETFS_REQUIRE_POSTGRES") == "1":
+            pytest.fail("ASSETFS_TEST_DATABASE_URL is not set; run the tests through scripts/test")
+        pytest.skip("no PostgreSQL server (ASSETFS_TEST_DATABASE_URL unset); run scripts/test")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for SQLite; for PostgreSQL a conninfo whose search_path is a fresh, private schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    base = postgres_base_url()
+    schema = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"create schema {schema}")
+    try:
+        yield psycopg.conninfo.make_conninfo(base, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"drop schema {schema} cascade")
+
+
+@pytest.fixture
+def store_root(tmp_path: Path, database_url: str | None) -> Path:
+    root = tmp_path / "store"
+    store, _ = Store.init(root, database_url=database_url)
+    store.close()
+    return root
+
+
+@pytest.fixture
+def store(store_root: Path) -> Iterator[Store]:
+    with Store.open(store_root) as opened:
+        yield opened
+
+
+def run_cli(store_root: Path, *args: str, input: bytes | None = None, check: int | None = 0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the `assetfs` command against a store; by default assert it exits 0."""
+    result = subprocess.run(
+        [ASSETFS, "--store", str(store_root), *args], input=input, capture_output=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    if check is not None:
+        assert result.returncode == check, (
+            f"assetfs {' '.join(args)} exited {result.returncode}, expected {check}\n"
+            f"stdout: {result.stdout.decode(errors='replace')}\nstderr: {result.stderr.decode(errors='replace')}"
+        )
+    return result
