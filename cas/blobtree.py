@@ -149,7 +149,8 @@ class BlobTree:
         """Make the staged (durable) file the blob for its hash. Caller holds the blob lock.
 
         Returns True when the blob file was created or repaired, False when a good one was
-        there already. A blob of the wrong size is damage: the staged copy replaces it.
+        there already. A blob of the wrong size is damage: the staged copy replaces it. The
+        staged file is moved, not linked, so no stray link to the blob remains in tmp/.
         """
         target = self.blob_path(staged.hash)
         try:
@@ -160,10 +161,7 @@ class BlobTree:
             return False
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if existing is None:
-                os.link(staged.path, target)
-            else:
-                os.rename(staged.path, target)
+            os.rename(staged.path, target)  # no other writer: the caller holds the blob lock
             fsync_dir(target.parent)
         except OSError as error:
             raise _storage_error(error, "installing the blob failed") from None

@@ -20,6 +20,7 @@ from cas.catalog import Catalog, Transaction, open_catalog
 from cas.config import CONFIG_NAME, Config, load_config, render_config
 from cas.content_type import detect_content_type
 from cas.errors import BadInput, NotFound, StoreError
+from cas.faults import crash_point
 from cas.ids import new_object_id, parse_object_id
 from cas.model import ObjectInfo, PutResult
 from cas.validate import check_bucket, check_content_type, check_filename, check_metadata, split_name
@@ -116,15 +117,19 @@ class Store:
                 self.catalog.run(lambda tx: names.check_target(tx, bucket, parts), write=False)
             staged = self.tree.stage(stream)
         try:
+            crash_point("put:staged")
             if self.tree.blob_size(staged.hash) != staged.size:
                 self.tree.make_durable(staged)  # before taking the lock: it may take a while
+                crash_point("put:durable")
             object_id = new_object_id()
             detected = content_type or detect_content_type(staged.head, filename)
-            return self.catalog.run(
+            result = self.catalog.run(
                 lambda tx: self._commit_put(
                     tx, bucket, staged, object_id, parts, detected, metadata, expires_at, filename, owner
                 )
             )
+            crash_point("put:committed")
+            return result
         finally:
             self.tree.discard(staged)
 
@@ -151,9 +156,11 @@ class Store:
         if self.tree.blob_size(staged.hash) != staged.size:
             self.tree.make_durable(staged)
             self.tree.install_blob(staged)
+            crash_point("put:blob-installed")
             self._relink_aliases(tx, staged.hash)
         if existing is None:
             self.tree.make_alias(staged.hash, bucket, object_id, filename)
+            crash_point("put:alias-made")
             tx.execute(
                 "insert into objects (id, bucket, hash, size, content_type, filename, metadata, created_at, "
                 "touched_at, expires_at) values (:id, :bucket, :hash, :size, :content_type, :filename, :metadata, "
@@ -168,6 +175,7 @@ class Store:
             replaced = names.bind(tx, bucket, parts, object_id, now, owner)
             if replaced is not None and replaced != object_id:
                 _touch(tx, replaced, now)
+        crash_point("put:before-commit")
         row = tx.one("select * from objects where id = :id", {"id": object_id})
         info = ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
         return PutResult(object=info, deduplicated=existing is not None, name="/".join(parts) if parts else None)
