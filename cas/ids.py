@@ -1,20 +1,36 @@
 """Object ids: time-ordered UUIDs (version 7), so new rows land at the end of indexes."""
 
 import secrets
+import threading
 import time
 import uuid
 
 from cas.errors import BadInput
 
 
+_lock = threading.Lock()
+_last: tuple[int, int] = (0, 0)  # (milliseconds, 74-bit sequence) of the last id made here
+
+
 def new_object_id() -> str:
-    """A UUIDv7: 48 bits of Unix milliseconds, then random bits (RFC 9562)."""
-    millis = time.time_ns() // 1_000_000
+    """A UUIDv7: 48 bits of Unix milliseconds, then 74 bits that start random each millisecond
+    and count up within it (RFC 9562, method 2), so ids made here are strictly increasing."""
+    global _last
+    with _lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, last_sequence = _last
+        if millis > last_millis:
+            sequence = secrets.randbits(73)  # top bit clear: room to count up
+        else:
+            millis, sequence = last_millis, last_sequence + 1
+            if sequence >= 2**74:
+                millis, sequence = millis + 1, secrets.randbits(73)
+        _last = (millis, sequence)
     value = (millis & (2**48 - 1)) << 80
     value |= 0x7 << 76
-    value |= secrets.randbits(12) << 64
+    value |= (sequence >> 62) << 64
     value |= 0b10 << 62
-    value |= secrets.randbits(62)
+    value |= sequence & (2**62 - 1)
     return str(uuid.UUID(int=value))
 
 

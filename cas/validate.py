@@ -4,6 +4,7 @@ Each check raises BadInput with a message that says what was wrong, before anyth
 written, so bad input changes nothing.
 """
 
+import math
 import re
 
 from cas.errors import BadInput
@@ -68,6 +69,15 @@ def split_name(name: str) -> list[str]:
     if looks_like_object_id(parts[0]):
         raise BadInput(f"name {name!r} starts with an object id, which would hide that object's folder")
     return parts
+
+
+def check_expiry(expires_at: float, now: float) -> float:
+    """An expiry time: a finite number of seconds since the epoch, later than `now`."""
+    if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at):
+        raise BadInput(f"invalid expiry time {expires_at!r}: expected seconds since the epoch")
+    if expires_at <= now:
+        raise BadInput("the expiry time is in the past")
+    return float(expires_at)
 
 
 def check_content_type(content_type: str) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 from cas.catalog.base import Catalog, Row, Transaction
 from cas.catalog.migrate import migrate
+from cas.errors import StoreError
 
 BUSY_TIMEOUT_MS = 60_000
-TYPES = {"uuid": "text", "serial_pk": "integer primary key", "float": "real"}
+TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
 
 
 class SqliteTransaction(Transaction):
@@ -69,13 +70,19 @@ class SqliteCatalog(Catalog):
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Transaction]:
         connection = self._connection()
-        connection.execute("begin immediate" if write else "begin")
         try:
-            yield SqliteTransaction(connection)
-        except BaseException:
-            connection.execute("rollback")
+            connection.execute("begin immediate" if write else "begin")
+            try:
+                yield SqliteTransaction(connection)
+                connection.execute("commit")
+            except BaseException:
+                if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+                    connection.execute("rollback")
+                raise
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+                raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made") from None
             raise
-        connection.execute("commit")
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
