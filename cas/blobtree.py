@@ -248,3 +248,25 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
     except OSError as error:
         raise _storage_error(error, "cannot create a staging file") from None
 
+
+
+def seal_staged(path: Path, head_size: int = 8192) -> StagedFile:
+    """Hash a file that was written in tmp/ (by the mount) and make it read-only, ready to be
+    installed as a blob like one that `BlobTree.stage` produced. Its writer has closed it."""
+    try:
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        size = path.stat().st_size
+        if size:
+            hasher.update_mmap(path)
+        with open(path, "rb") as stream:
+            head = stream.read(head_size)
+        os.chmod(path, BLOB_MODE)
+    except OSError as error:
+        raise _storage_error(error, "hashing the staged file failed") from None
+    return StagedFile(path=path, hash=hasher.hexdigest(), size=size, head=head)
+
+
+def new_staging_file(tmp: Path) -> tuple[int, Path]:
+    """An empty staging file in tmp/, open for reading and writing: (fd, path)."""
+    fd, name = _mkstemp(tmp)
+    return fd, Path(name)

@@ -15,12 +15,13 @@ from typing import Any
 
 import click
 
-from cas import progress
+from cas import names, progress
 from cas.durations import parse_duration
 from cas.errors import AssetfsError, BadInput, NotFound
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo, PutResult, iso_time
 from cas.store import Store
+from cas.validate import check_bucket, split_name
 
 DEFAULT_STORE = "./assetfs-data"
 
@@ -75,8 +76,10 @@ def _names_for(files: list[str], name: str | None, no_name: bool) -> list[str | 
     `--name NAME` names a single file; `--name FOLDER/` puts every file into that folder.
     Standard input gets a name only from `--name`.
     """
-    if no_name and name:
+    if no_name and name is not None:
         raise BadInput("--name and --no-name exclude each other")
+    if name == "":
+        raise BadInput("--name must not be empty")
     if name and len(files) > 1 and not name.endswith("/"):
         raise BadInput("--name with several files must be a folder ending in '/'")
     folder = name if name and name.endswith("/") else ""
@@ -110,6 +113,20 @@ def _check_sources(files: list[str]) -> int:
     return total
 
 
+def _check_names(store: Store, bucket: str, files: list[str], names_list: list[str | None]) -> None:
+    """Check every name before anything is stored, so one bad name stores nothing."""
+    check_bucket(bucket)
+    seen: dict[tuple[str, ...], str] = {}
+    for file, file_name in zip(files, names_list):
+        if file_name is None:
+            continue
+        parts = split_name(file_name)
+        if tuple(parts) in seen:
+            raise BadInput(f"{seen[tuple(parts)]} and {file} would both be named {bucket}/{'/'.join(parts)}")
+        seen[tuple(parts)] = file
+        store.catalog.run(lambda tx: names.check_target(tx, bucket, parts), write=False)
+
+
 def _put_line(result: PutResult) -> str:
     info = result.object
     where = result.name if result.name else f"{info.id}/{info.filename}"
@@ -138,9 +155,10 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
     files_list = list(files)
     names_list = _names_for(files_list, name, no_name)
     metadata = _parse_metadata(meta)
-    expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in else None
+    expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in is not None else None
     total = _check_sources(files_list)
     with context.open() as store:
+        _check_names(store, bucket, files_list, names_list)
         show_bar = progress.wanted(total, len(files_list))
         with click.progressbar(length=total, label="storing", file=sys.stderr, hidden=not show_bar) as bar:
             for file, file_name in zip(files_list, names_list):
@@ -315,7 +333,7 @@ def fsck(context: Context, verify_content: bool, repair: bool, orphan_grace: str
     from cas.fsck import check_store
 
     with context.open() as store:
-        grace = parse_duration(orphan_grace, "--orphan-grace") if orphan_grace else store.config.orphan_grace
+        grace = parse_duration(orphan_grace, "--orphan-grace") if orphan_grace is not None else store.config.orphan_grace
         report = check_store(store, verify_content=verify_content, repair=repair, orphan_grace=grace)
     for problem in report.problems:
         click.echo(json.dumps(problem.to_json()) if as_json else problem.describe())
@@ -390,6 +408,38 @@ def main() -> None:
         click.echo(f"assetfs: unexpected error: {type(error).__name__}: {error} (ASSETFS_DEBUG=1 shows the traceback)",
                    err=True)
         raise SystemExit(1)
+
+
+
+# the FUSE view (fusefs/) ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (Ctrl-C unmounts).")
+@click.option("--read-only", is_flag=True, help="Mount read-only.")
+@click.option("--allow-other", is_flag=True, help="Let other users use the mount (the kernel checks modes).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="The daemon's log (default: <store>/mount.log).")
+@pass_context
+def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool,
+          log_file: str | None) -> None:
+    """Mount the store at MOUNTPOINT (in the background once ready, unless --foreground)."""
+    from fusefs.mount import mount as mount_store
+
+    pid = mount_store(context.store_path, Path(mountpoint), foreground=foreground, read_only=read_only,
+                      allow_other=allow_other, log_file=Path(log_file) if log_file else None)
+    if pid is not None:
+        click.echo(f"mounted {context.store_path} at {mountpoint} (daemon pid {pid}); "
+                   f"unmount with 'assetfs umount {mountpoint}'")
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+def umount(mountpoint: str) -> None:
+    """Unmount an assetfs mount (also one whose daemon died)."""
+    from fusefs.mount import umount as umount_store
+
+    umount_store(Path(mountpoint))
 
 
 if __name__ == "__main__":

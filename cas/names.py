@@ -6,6 +6,7 @@ Every function takes the caller's open transaction, so a name changes atomically
 object it refers to.
 """
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -111,17 +112,21 @@ def bind(tx: Transaction, bucket: str, parts: list[str], object_id: str, now: fl
     if existing is None:
         node = _new_node(tx, bucket, "file", object_id, mode, owner, now, xattrs)
         tx.execute(
-            "insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
+            "insert into entries (parent_id, name, node_id) values (:parent, :name, :node) on conflict do nothing",
             {"parent": parent, "name": parts[-1], "node": node},
         )
-        return None
+        existing = lookup(tx, parent, parts[-1])
+        if existing["id"] == node:
+            return None
+        tx.execute("delete from nodes where id = :node", {"node": node})  # a concurrent bind created the name first
     if existing["kind"] == "dir":
         raise BadInput(f"{bucket}/{'/'.join(parts)} is a folder; give a name for a file")
-    tx.execute(
-        "update nodes set object_id = :object_id, mtime = :now, ctime = :now where id = :node",
-        {"object_id": object_id, "now": now, "node": existing["id"]},
-    )
-    return existing["object_id"]
+    # Lock the node's row first (PostgreSQL waits here for a concurrent bind to commit), then read
+    # which object it refers to: the object returned as replaced is the one this bind replaces.
+    tx.execute("update nodes set mtime = :now, ctime = :now where id = :node", {"now": now, "node": existing["id"]})
+    replaced = tx.value("select object_id from nodes where id = :node", {"node": existing["id"]})
+    tx.execute("update nodes set object_id = :object_id where id = :node", {"object_id": object_id, "node": existing["id"]})
+    return replaced
 
 
 def _name_rows(tx: Transaction, object_ids: list[str]) -> list[Row]:
@@ -188,3 +193,262 @@ def rebind_object(tx: Transaction, bucket: str, object_id: str, trashed_names: s
         bind(tx, bucket, parts, object_id, now, Owner(record["uid"], record["gid"]), record["mode"], record["xattrs"])
         restored.append(record["path"])
     return restored
+
+
+# The tree as the FUSE view changes it ------------------------------------------------------
+#
+# A file node whose `object_id` is NULL is a file created through the mount whose first
+# content is not committed yet (it reads as empty). A node that lost its last entry while the
+# mount's kernel still knew its inode is kept, with `object_id` NULL, until the kernel forgets
+# it, so its number is not handed out again meanwhile; `drop_unlinked_nodes` removes leftovers.
+#
+# `nodes.xattrs` is a JSON object: full attribute name ("user.colour") → the value as a string
+# when it is UTF-8, or {"base64": "..."} when it is not.
+
+
+class TreeError(BadInput):
+    """A change the named tree's shape forbids; `errno` is the matching POSIX error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+def _node_query(where: str) -> str:
+    return (
+        "select n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
+        "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
+        f"from nodes n left join objects o on o.id = n.object_id where {where}"
+    )
+
+
+def node_attrs(tx: Transaction, node: int) -> Row | None:
+    """A node with its object's size and hash and its link count (`nlink`)."""
+    return tx.one(_node_query("n.id = :node"), {"node": node})
+
+
+def lookup_attrs(tx: Transaction, parent: int, name: str) -> Row | None:
+    """Like `node_attrs`, for the node that `name` in folder `parent` refers to."""
+    return tx.one(
+        _node_query("n.id = (select node_id from entries where parent_id = :parent and name = :name)"),
+        {"parent": parent, "name": name},
+    )
+
+
+def list_entries(tx: Transaction, parent: int, after: str, limit: int) -> list[Row]:
+    """Up to `limit` entries of folder `parent` whose names sort after `after`, in name order,
+    each with its node's attributes (as `node_attrs`) and its `name`."""
+    return tx.all(
+        "select e.name, n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
+        "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
+        "from entries e join nodes n on n.id = e.node_id left join objects o on o.id = n.object_id "
+        "where e.parent_id = :parent and e.name > :after order by e.name limit :limit",
+        {"parent": parent, "after": after, "limit": limit},
+    )
+
+
+def touch_object(tx: Transaction, object_id: str | None, now: float) -> None:
+    """Dropping a reference touches the object, so GC checks whether anything else uses it."""
+    if object_id is not None:
+        tx.execute("update objects set touched_at = :now where id = :id and deleted_at is null",
+                   {"now": now, "id": object_id})
+
+
+def _folder(tx: Transaction, node: int) -> Row:
+    row = tx.one("select id, kind, bucket from nodes where id = :node", {"node": node})
+    if row is None:
+        raise TreeError(errno.ENOENT, "the folder no longer exists")
+    if row["kind"] != "dir":
+        raise TreeError(errno.ENOTDIR, "not a folder")
+    return row
+
+
+def create_node(tx: Transaction, parent: int, name: str, kind: str, mode: int, owner: Owner, now: float) -> int:
+    """A new file (without content yet) or folder called `name` in folder `parent`."""
+    folder = _folder(tx, parent)
+    if lookup(tx, parent, name) is not None:
+        raise TreeError(errno.EEXIST, f"{name!r} exists")
+    node = _new_node(tx, folder["bucket"], kind, None, mode, owner, now)
+    tx.execute("insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
+               {"parent": parent, "name": name, "node": node})
+    _changed(tx, parent, now)
+    return node
+
+
+def _changed(tx: Transaction, folder: int, now: float) -> None:
+    tx.execute("update nodes set mtime = :now, ctime = :now where id = :node", {"now": now, "node": folder})
+
+
+def _drop_entry(tx: Transaction, parent: int, name: str, node: int, now: float) -> bool:
+    """Remove one entry; True when its node has no name left (its object is released and touched)."""
+    tx.execute("delete from entries where parent_id = :parent and name = :name", {"parent": parent, "name": name})
+    _changed(tx, parent, now)
+    if tx.value("select count(*) as n from entries where node_id = :node", {"node": node}):
+        tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": node})
+        return False
+    touch_object(tx, tx.value("select object_id from nodes where id = :node", {"node": node}), now)
+    tx.execute("update nodes set object_id = null where id = :node", {"node": node})
+    return True
+
+
+def unlink(tx: Transaction, parent: int, name: str, now: float) -> tuple[int, bool]:
+    """Remove the file name `name`; returns (node, whether that was its last name)."""
+    row = lookup(tx, parent, name)
+    if row is None:
+        raise TreeError(errno.ENOENT, f"no {name!r}")
+    if row["kind"] == "dir":
+        raise TreeError(errno.EISDIR, f"{name!r} is a folder")
+    return row["id"], _drop_entry(tx, parent, name, row["id"], now)
+
+
+def _is_empty(tx: Transaction, node: int) -> bool:
+    return tx.one("select 1 as found from entries where parent_id = :node limit 1", {"node": node}) is None
+
+
+def remove_dir(tx: Transaction, parent: int, name: str, now: float) -> int:
+    """Remove the empty folder `name`; returns its node (now without a name)."""
+    row = lookup(tx, parent, name)
+    if row is None:
+        raise TreeError(errno.ENOENT, f"no {name!r}")
+    if row["kind"] != "dir":
+        raise TreeError(errno.ENOTDIR, f"{name!r} is not a folder")
+    if not _is_empty(tx, row["id"]):
+        raise TreeError(errno.ENOTEMPTY, f"{name!r} is not empty")
+    _drop_entry(tx, parent, name, row["id"], now)
+    return row["id"]
+
+
+def delete_node(tx: Transaction, node: int) -> None:
+    """Delete a node that has no name left (and is no bucket's root)."""
+    tx.execute(
+        "delete from nodes where id = :node and not exists (select 1 from entries where node_id = :node) "
+        "and not exists (select 1 from entries where parent_id = :node) "
+        "and not exists (select 1 from buckets where root_node = :node)",
+        {"node": node},
+    )
+
+
+def drop_unlinked_nodes(tx: Transaction, now: float) -> int:
+    """Delete every node without a name that is no bucket's root (left by a mount that ended)."""
+    rows = tx.all(
+        "select id from nodes n where not exists (select 1 from entries e where e.node_id = n.id) "
+        "and not exists (select 1 from buckets b where b.root_node = n.id)"
+    )
+    for row in rows:
+        touch_object(tx, tx.value("select object_id from nodes where id = :node", {"node": row["id"]}), now)
+        delete_node(tx, row["id"])
+    return len(rows)
+
+
+def _is_inside(tx: Transaction, node: int, folder: int) -> bool:
+    """Whether folder `folder` is `node` or lies inside it."""
+    current: int | None = folder
+    while current is not None:
+        if current == node:
+            return True
+        current = tx.value("select parent_id from entries where node_id = :node limit 1", {"node": current})
+    return False
+
+
+def rename(tx: Transaction, old_parent: int, old_name: str, new_parent: int, new_name: str, now: float,
+           replace: bool = True) -> int | None:
+    """Move the entry `old_name` to `new_name` (both folders in one bucket), replacing what is
+    there as rename(2) does. Returns the replaced node when that lost its last name."""
+    moved = lookup(tx, old_parent, old_name)
+    if moved is None:
+        raise TreeError(errno.ENOENT, f"no {old_name!r}")
+    _folder(tx, new_parent)
+    target = lookup(tx, new_parent, new_name)
+    if target is not None and target["id"] == moved["id"]:
+        return None  # two names of one file: rename(2) does nothing
+    if moved["kind"] == "dir" and _is_inside(tx, moved["id"], new_parent):
+        raise TreeError(errno.EINVAL, "cannot move a folder into itself")
+    orphan = None
+    if target is not None:
+        if not replace:
+            raise TreeError(errno.EEXIST, f"{new_name!r} exists")
+        if moved["kind"] == "dir" and target["kind"] != "dir":
+            raise TreeError(errno.ENOTDIR, f"{new_name!r} is not a folder")
+        if moved["kind"] != "dir" and target["kind"] == "dir":
+            raise TreeError(errno.EISDIR, f"{new_name!r} is a folder")
+        if target["kind"] == "dir" and not _is_empty(tx, target["id"]):
+            raise TreeError(errno.ENOTEMPTY, f"{new_name!r} is not empty")
+        if _drop_entry(tx, new_parent, new_name, target["id"], now):
+            orphan = target["id"]
+    tx.execute(
+        "update entries set parent_id = :new_parent, name = :new_name where parent_id = :old_parent and name = :old_name",
+        {"new_parent": new_parent, "new_name": new_name, "old_parent": old_parent, "old_name": old_name},
+    )
+    _changed(tx, old_parent, now)
+    _changed(tx, new_parent, now)
+    tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": moved["id"]})
+    return orphan
+
+
+def link(tx: Transaction, node: int, parent: int, name: str, now: float) -> None:
+    """Give file `node` another name (a hardlink)."""
+    row = tx.one("select kind from nodes where id = :node", {"node": node})
+    if row is None:
+        raise TreeError(errno.ENOENT, "the file no longer exists")
+    if row["kind"] == "dir":
+        raise TreeError(errno.EPERM, "folders cannot have hard links")
+    _folder(tx, parent)
+    if lookup(tx, parent, name) is not None:
+        raise TreeError(errno.EEXIST, f"{name!r} exists")
+    tx.execute("insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
+               {"parent": parent, "name": name, "node": node})
+    tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": node})
+    _changed(tx, parent, now)
+
+
+NODE_FIELDS = ("mode", "uid", "gid", "mtime", "ctime", "xattrs")
+
+
+def update_node(tx: Transaction, node: int, **fields: object) -> None:
+    """Set some of mode, uid, gid, mtime, ctime, xattrs (JSON text) of a node."""
+    unknown = set(fields) - set(NODE_FIELDS)
+    if unknown:
+        raise ValueError(f"not node fields: {sorted(unknown)}")
+    if fields:
+        assignments = ", ".join(f"{field} = :{field}" for field in fields)
+        tx.execute(f"update nodes set {assignments} where id = :node", {**fields, "node": node})
+
+
+def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: float) -> tuple[bool, str | None]:
+    """Make file `node` refer to `object_id` (its content was rewritten through the mount).
+
+    Returns (whether the node still exists, the object it referred to before). The object it
+    referred to before is touched.
+    """
+    tx.execute("update nodes set mtime = :mtime, ctime = :now where id = :node", {"mtime": mtime, "now": now, "node": node})
+    row = tx.one("select object_id from nodes where id = :node", {"node": node})
+    if row is None:
+        return False, None
+    tx.execute("update nodes set object_id = :object_id where id = :node", {"object_id": object_id, "node": node})
+    if row["object_id"] != object_id:
+        touch_object(tx, row["object_id"], now)
+    return True, row["object_id"]
+
+
+def node_name(tx: Transaction, node: int) -> str | None:
+    """One of the node's names (the first in name order), or None when it has none left."""
+    return tx.value("select name from entries where node_id = :node order by name limit 1", {"node": node})
+
+
+def create_bucket(tx: Transaction, bucket: str, now: float, owner: Owner) -> int:
+    """A new bucket's root node; TreeError(EEXIST) when the bucket has a row already."""
+    if bucket_root(tx, bucket) is not None:
+        raise TreeError(errno.EEXIST, f"bucket {bucket!r} exists")
+    return ensure_bucket(tx, bucket, now, owner)
+
+
+def remove_bucket(tx: Transaction, bucket: str) -> None:
+    """Remove an empty bucket: no names and no objects (live or in the trash)."""
+    root = bucket_root(tx, bucket)
+    if root is None:
+        raise TreeError(errno.ENOENT, f"no bucket {bucket!r}")
+    if not _is_empty(tx, root) or tx.one("select 1 as found from objects where bucket = :bucket limit 1",
+                                         {"bucket": bucket}) is not None:
+        raise TreeError(errno.ENOTEMPTY, f"bucket {bucket!r} is not empty")
+    tx.execute("delete from buckets where name = :bucket", {"bucket": bucket})
+    tx.execute("delete from nodes where id = :node", {"node": root})

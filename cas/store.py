@@ -23,7 +23,7 @@ from cas.errors import BadInput, NotFound, StoreError
 from cas.faults import crash_point
 from cas.ids import new_object_id, parse_object_id
 from cas.model import ObjectInfo, PutResult
-from cas.validate import check_bucket, check_content_type, check_filename, check_metadata, split_name
+from cas.validate import check_bucket, check_content_type, check_expiry, check_filename, check_metadata, split_name
 
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm")
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
@@ -104,11 +104,11 @@ class Store:
         """
         check_bucket(bucket)
         parts = split_name(name) if name is not None else None
-        metadata = check_metadata(dict(metadata or {}))
+        metadata = dict(check_metadata({} if metadata is None else metadata))
         if content_type is not None:
             check_content_type(content_type)
-        if expires_at is not None and expires_at <= time.time():
-            raise BadInput("the expiry time is in the past")
+        if expires_at is not None:
+            check_expiry(expires_at, time.time())
         owner = owner or names.Owner.current()
         with _opened(source) as (stream, source_name):
             filename = filename or (parts[-1] if parts else source_name) or "upload"
@@ -187,6 +187,34 @@ class Store:
             alias.unlink(missing_ok=True)
             self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
 
+    def put_staged(self, bucket: str, staged: StagedFile, node: int, filename: str, mtime: float,
+                   owner: names.Owner | None = None) -> PutResult | None:
+        """Commit a file the mount wrote into tmp/ (sealed by `blobtree.seal_staged`) as an
+        object of `bucket`, and make named-tree file `node` refer to it.
+
+        Same order and blob lock as `put`; the staged file is consumed (installed or removed).
+        Returns None, storing nothing, when the node was deleted meanwhile.
+        """
+        check_bucket(bucket)
+        check_filename(filename)
+        owner = owner or names.Owner.current()
+        try:
+            if self.tree.blob_size(staged.hash) != staged.size:
+                self.tree.make_durable(staged)
+            object_id = new_object_id()
+            content_type = detect_content_type(staged.head, filename)
+
+            def commit(tx: Transaction) -> PutResult | None:
+                if names.node_attrs(tx, node) is None:
+                    return None
+                result = self._commit_put(tx, bucket, staged, object_id, None, content_type, {}, None, filename, owner)
+                names.rebind_node(tx, node, result.object.id, mtime, time.time())
+                return result
+
+            return self.catalog.run(commit)
+        finally:
+            self.tree.discard(staged)
+
     # reading -------------------------------------------------------------------------------
 
     def get(self, object_id: str) -> ObjectInfo:
@@ -228,6 +256,18 @@ class Store:
             found = self.catalog.run(lambda tx: names.names_of(tx, [row["id"] for row in rows]), write=False)
             for row in rows:
                 yield ObjectInfo.from_row(row, found.get(row["id"], []))
+
+    def page(self, bucket: str, deleted: bool, after: str, limit: int) -> list[ObjectInfo]:
+        """One short page of `list` for the mount: the bucket's live (or trashed) objects with
+        ids after `after`, in id order, without their names."""
+        check_bucket(bucket)
+        condition = "deleted_at is not null" if deleted else "deleted_at is null"
+        rows = self.catalog.run(
+            lambda tx: tx.all(f"select * from objects where bucket = :bucket and {condition} and id > :after "
+                              "order by id limit :limit", {"bucket": bucket, "after": after, "limit": limit}),
+            write=False,
+        )
+        return [ObjectInfo.from_row(row) for row in rows]
 
     def buckets(self) -> list[str]:
         """Every bucket that has a row (it was used) or is configured."""

@@ -1,0 +1,114 @@
+"""Folder listings for readdir: keyset pages, and offsets that stay valid while entries come
+and go.
+
+A listing walks up to two *phases* in key order: a bucket folder lists its named entries (by
+name), then its live objects' id folders (by id). A position is a cursor `(phase, last key)`;
+readdir hands the kernel small integers as offsets, and the open folder handle maps each one
+back to its cursor. Resuming after a cursor reads the next keys from the catalog, so an entry
+created or removed meanwhile never shifts the others, nothing is listed twice, and memory
+stays bounded: one page of rows, plus at most `MAX_CURSORS` remembered offsets per handle (an
+offset older than that — only `seekdir` far back can ask for one — gets EINVAL).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from cas.ids import looks_like_object_id
+from cas.store import ZERO_ID
+from fusefs.inodes import (BucketDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
+from fusefs.view import Item, StoreView, id_dir_attr, node_attr, object_attr
+
+PAGE = 128
+MAX_CURSORS = 65536
+TRASH_NAME = ".trash"
+NAMES, IDS = 0, 1
+
+Cursor = tuple[int, str]
+START: Cursor = (NAMES, "")
+
+
+@dataclass
+class DirHandle:
+    key: Key
+    cursors: OrderedDict[int, Cursor] = field(default_factory=OrderedDict)
+    next_offset: int = 1
+    # rows read past what the kernel's buffer took, kept for the readdir that resumes there
+    leftover: list[tuple[Item, Cursor]] = field(default_factory=list)
+    leftover_from: int = -1
+
+    def cursor(self, offset: int) -> Cursor:
+        if offset == 0:
+            return START
+        try:
+            return self.cursors[offset]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+    def offset_for(self, cursor: Cursor) -> int:
+        offset = self.next_offset
+        self.next_offset += 1
+        self.cursors[offset] = cursor
+        if len(self.cursors) > MAX_CURSORS:
+            self.cursors.popitem(last=False)
+        return offset
+
+
+async def page(view: StoreView, key: Key, cursor: Cursor, limit: int = PAGE) -> list[tuple[Item, Cursor]]:
+    """Up to `limit` entries after `cursor`, each with the cursor just after it; [] at the end."""
+    return await trio.to_thread.run_sync(_page, view, key, cursor, limit)
+
+
+def _page(view: StoreView, key: Key, cursor: Cursor, limit: int) -> list[tuple[Item, Cursor]]:
+    phase, after = cursor
+    if isinstance(key, Root):
+        return _small(_root_items(view), after, limit)
+    if isinstance(key, Trash):
+        items = [Item(bucket, TrashBucketDir(bucket), view.fixed_dir_attr()) for bucket in view.buckets()]
+        return _small(items, after, limit)
+    if isinstance(key, IdDir):
+        info = view.object(key.bucket, key.object_id, key.trashed)
+        item = Item(info.filename, ObjectFile(key.bucket, key.object_id, key.trashed), object_attr(info, view.owner))
+        return _small([item], after, limit)
+    if isinstance(key, TrashBucketDir):
+        return _objects(view, key.bucket, True, ZERO_ID if phase == NAMES else after, limit)
+    if isinstance(key, (BucketDir, NamedNode)):
+        found: list[tuple[Item, Cursor]] = []
+        if phase == NAMES:
+            rows = view.entries(key, after, limit)
+            found = [(Item(row["name"], NamedNode(row["id"]), node_attr(row)), (NAMES, row["name"])) for row in rows]
+            if len(rows) == limit or isinstance(key, NamedNode):
+                return found
+            phase, after = IDS, ZERO_ID
+        return found + _objects(view, key.bucket, False, after, limit - len(found))
+    raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+
+def _root_items(view: StoreView) -> list[Item]:
+    items = [Item(TRASH_NAME, Trash(), view.fixed_dir_attr())]
+    items += [Item(bucket, BucketDir(bucket), view.bucket_attr(bucket)) for bucket in view.buckets()]
+    return items
+
+
+def _small(items: list[Item], after: str, limit: int) -> list[tuple[Item, Cursor]]:
+    """A listing that is small enough to build whole (the root, /.trash, an id folder)."""
+    ordered = sorted(items, key=lambda item: item.name)
+    return [(item, (NAMES, item.name)) for item in ordered if item.name > after][:limit]
+
+
+def _objects(view: StoreView, bucket: str, trashed: bool, after: str, limit: int) -> list[tuple[Item, Cursor]]:
+    if limit <= 0:
+        return []
+    return [
+        (Item(info.id, IdDir(bucket, info.id, trashed), id_dir_attr(info, view.owner)), (IDS, info.id))
+        for info in view.objects(bucket, trashed, after, limit)
+    ]
+
+
+def is_id_name(name: str) -> bool:
+    return looks_like_object_id(name)

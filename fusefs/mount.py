@@ -1,0 +1,208 @@
+"""Mounting and unmounting: the daemon's life, and the checks that give one-line errors.
+
+`mount` runs the daemon in the foreground, or forks it into the background and returns once
+the kernel has the mount (the daemon writes "ready" into a pipe; an error message instead
+when it could not mount). SIGINT, SIGTERM and SIGHUP reach the trio loop through trio's
+signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
+(`pyfuse3.close(unmount=True)`) and closes the store. `umount` is `fusermount3 -u`, which
+also clears a stale mount whose daemon died.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from cas.errors import BadInput, StoreError
+from cas.store import Store
+from fusefs.errors import inject_fault
+from fusefs.operations import Operations
+
+log = logging.getLogger("assetfs.mount")
+FSNAME = "assetfs"
+LOG_NAME = "mount.log"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+# checks ------------------------------------------------------------------------------------
+
+
+def mounted_at(mountpoint: Path) -> str | None:
+    """The filesystem type mounted at `mountpoint` (per /proc/mounts), or None."""
+    wanted = os.path.abspath(mountpoint)
+    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and _unescape(fields[1]) == wanted:
+                return fields[2]
+    return None
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def check_mountpoint(mountpoint: Path) -> Path:
+    path = Path(os.path.abspath(mountpoint))
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such folder; create it first (mkdir -p {path})") from None
+    except OSError as error:
+        if error.errno == errno.ENOTCONN:
+            raise BadInput(
+                f"{path} is a stale mount whose daemon is gone (transport endpoint is not connected); "
+                f"run 'assetfs umount {path}' (or 'fusermount3 -u {path}') and mount again"
+            ) from None
+        raise BadInput(f"{path}: {error.strerror}") from None
+    if not os.path.isdir(path):
+        raise BadInput(f"{path} is not a folder")
+    if mounted_at(path) is not None:
+        raise BadInput(f"something is mounted at {path} already; 'assetfs umount {path}' unmounts it")
+    return path
+
+
+# mounting ----------------------------------------------------------------------------------
+
+
+def mount(store_root: Path, mountpoint: Path, foreground: bool = False, read_only: bool = False,
+          allow_other: bool = False, log_file: Path | None = None) -> int | None:
+    """Mount the store; in the background returns the daemon's pid once the mount is ready."""
+    path = check_mountpoint(mountpoint)
+    store_root = Path(os.path.abspath(store_root))
+    if foreground:
+        _configure_logging(sys.stderr)
+        serve(store_root, path, read_only, allow_other, ready=lambda: None)
+        return None
+    log_path = Path(log_file) if log_file else store_root / LOG_NAME
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        _daemonize(log_path)
+        os._exit(_run_daemon(store_root, path, read_only, allow_other, write_end))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode("utf-8", errors="replace").strip()
+    if message == "ready":
+        return pid
+    os.waitpid(pid, 0)
+    raise StoreError(message or f"the mount daemon ended before the mount was ready; see {log_path}")
+
+
+def _daemonize(log_path: Path) -> None:
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        log_fd = null
+    os.dup2(log_fd, 2)
+    os.chdir("/")
+
+
+def _run_daemon(store_root: Path, mountpoint: Path, read_only: bool, allow_other: bool, ready_fd: int) -> int:
+    def ready() -> None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+
+    _configure_logging(sys.stderr)
+    try:
+        serve(store_root, mountpoint, read_only, allow_other, ready)
+        return 0
+    except BaseException as error:  # the parent shows this one line
+        log.exception("the mount failed")
+        message = str(error) if isinstance(error, (BadInput, StoreError)) else f"mount failed: {error}"
+        try:
+            os.write(ready_fd, message.encode("utf-8", errors="replace"))
+            os.close(ready_fd)
+        except OSError:
+            pass  # ready was sent already
+        return 1
+
+
+def _configure_logging(stream) -> None:
+    level = logging.DEBUG if os.environ.get("ASSETFS_DEBUG") == "1" else logging.INFO
+    logging.basicConfig(stream=stream, level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _fault_from_environment() -> None:
+    """ASSETFS_MOUNT_FAULT=operation:count makes handlers raise (tests of the EIO path)."""
+    spec = os.environ.get("ASSETFS_MOUNT_FAULT")
+    if spec:
+        operation, _, count = spec.partition(":")
+        inject_fault(operation, int(count or "1"))
+
+
+def serve(store_root: Path, mountpoint: Path, read_only: bool, allow_other: bool, ready: Callable[[], None]) -> None:
+    """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
+    _fault_from_environment()
+    with Store.open(store_root) as store:
+        operations = Operations(store, read_only=read_only)
+        if not read_only:
+            dropped = operations.view.drop_unlinked_nodes()
+            if dropped:
+                log.info("deleted %d nodes without a name left by an earlier mount", dropped)
+        options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
+        if read_only:
+            options.add("ro")
+        if allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(operations, str(mountpoint), options)
+        except RuntimeError as error:
+            raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
+        log.info("mounted %s at %s", store_root, mountpoint)
+        try:
+            trio.run(_main, ready)
+        finally:
+            pyfuse3.close(unmount=True)
+            operations.close()
+            log.info("unmounted %s", mountpoint)
+
+
+async def _main(ready: Callable[[], None]) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_stop_on_signal)
+        ready()
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        task_status.started()
+        async for number in signals:
+            log.info("%s: unmounting", signal.Signals(number).name)
+            pyfuse3.terminate()
+            return
+
+
+# unmounting --------------------------------------------------------------------------------
+
+
+def umount(mountpoint: Path) -> None:
+    path = Path(os.path.abspath(mountpoint))
+    if mounted_at(path) is None:
+        raise BadInput(f"nothing is mounted at {path}")
+    result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
+        if "busy" in detail.lower():
+            raise StoreError(f"{path} is busy: close the files and shells using it, then run 'assetfs umount {path}' "
+                             "again (or 'fusermount3 -uz' to detach it lazily)")
+        raise StoreError(f"cannot unmount {path}: {detail}")

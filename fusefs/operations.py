@@ -1,0 +1,524 @@
+"""The FUSE operations: one small handler per request.
+
+Handlers run as trio tasks on one thread; every catalog query and disk access goes to a
+worker thread (`fusefs.view`, `fusefs.staging`, `fusefs.listing`), so a slow call never
+stalls the mount. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
+
+Errors of the read-only id view: changing an object's content or attributes is EROFS;
+creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from cas import names
+from cas.errors import NotFound
+from cas.store import Store
+from fusefs import listing
+from fusefs.errors import fail, handler
+from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectFile, Root, Trash,
+                           TrashBucketDir, NODE_BASE)
+from fusefs.staging import NodeContent, OpenContents
+from fusefs.view import Attr, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
+from fusefs.xattrs import lookup_name, object_xattrs, user_name
+
+log = logging.getLogger("assetfs.mount")
+
+MAX_NAME_BYTES = 255
+BLOCK_SIZE = 128 * 1024
+SHORT = 1.0  # seconds the kernel may cache names and attributes that can change
+LONG = 3600.0  # ... and those of immutable objects
+ID_VIEW = (Trash, TrashBucketDir, IdDir, ObjectFile)
+
+
+@dataclass
+class ObjectHandle:
+    fd: int
+
+
+@dataclass
+class NamedHandle:
+    content: NodeContent
+    writable: bool
+
+
+Folder = BucketDir | NamedNode
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, store: Store, read_only: bool = False) -> None:
+        super().__init__()
+        self.store = store
+        self.view = StoreView(store)
+        self.read_only = read_only
+        self.inodes = InodeTable()
+        self.contents = OpenContents(store)
+        self.handles: dict[int, ObjectHandle | NamedHandle | listing.DirHandle] = {}
+        self.next_handle = 1
+        self.unlinked: set[int] = set()  # nodes without a name, deleted when the kernel forgets them
+
+    # helpers -------------------------------------------------------------------------------
+
+    def key(self, inode: int) -> Key:
+        key = self.inodes.key(inode)
+        if key is None:
+            raise fail(errno.ENOENT)
+        return key
+
+    def new_handle(self, handle: ObjectHandle | NamedHandle | listing.DirHandle) -> int:
+        fh = self.next_handle
+        self.next_handle += 1
+        self.handles[fh] = handle
+        return fh
+
+    def entry(self, key: Key, attr: Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = self.inodes.inode(key)
+        entry.generation = 0
+        immutable = isinstance(key, (ObjectFile, IdDir))
+        entry.entry_timeout = LONG if isinstance(key, ObjectFile) else SHORT
+        entry.attr_timeout = LONG if immutable else SHORT
+        if isinstance(key, NamedNode):
+            content = self.contents.get(key.node)
+            if content is not None and not attr.is_dir:
+                attr.size, attr.mtime = content.size, content.mtime
+        entry.st_mode = attr.st_mode
+        entry.st_nlink = attr.nlink
+        entry.st_uid, entry.st_gid = attr.uid, attr.gid
+        entry.st_rdev = 0
+        entry.st_size = attr.size
+        entry.st_blksize = BLOCK_SIZE
+        entry.st_blocks = math.ceil(attr.size / 512)
+        entry.st_atime_ns = entry.st_mtime_ns = _nanoseconds(attr.mtime)
+        entry.st_ctime_ns = _nanoseconds(attr.ctime)
+        return entry
+
+    def remembered(self, key: Key, attr: Attr) -> pyfuse3.EntryAttributes:
+        """An entry the kernel now knows one more time (lookup, create, mkdir, link)."""
+        entry = self.entry(key, attr)
+        self.inodes.remember(entry.st_ino)
+        return entry
+
+    async def thread(self, function, *args):
+        return await trio.to_thread.run_sync(function, *args)
+
+    async def attr_of(self, key: Key) -> Attr:
+        view = self.view
+        if isinstance(key, (Root, Trash, TrashBucketDir)):
+            if isinstance(key, TrashBucketDir) and not await self.thread(view.has_bucket, key.bucket):
+                raise fail(errno.ENOENT)
+            return view.fixed_dir_attr()
+        if isinstance(key, BucketDir):
+            return await self.thread(view.bucket_attr, key.bucket)
+        if isinstance(key, (IdDir, ObjectFile)):
+            info = await self.thread(view.object, key.bucket, key.object_id, key.trashed)
+            return id_dir_attr(info, view.owner) if isinstance(key, IdDir) else object_attr(info, view.owner)
+        return node_attr(await self.thread(view.node, key.node))
+
+    def writable_folder(self, key: Key) -> Folder:
+        if self.read_only:
+            raise fail(errno.EROFS)
+        if isinstance(key, (BucketDir, NamedNode)):
+            return key
+        if isinstance(key, ID_VIEW):
+            raise fail(errno.EPERM)
+        raise fail(errno.EPERM)  # the root holds buckets only: mkdir makes one
+
+    async def named_file(self, key: Key) -> dict:
+        if not isinstance(key, NamedNode):
+            raise fail(errno.EPERM)
+        row = await self.thread(self.view.node, key.node)
+        if row["kind"] == "dir":
+            raise fail(errno.EISDIR)
+        return row
+
+    async def node_gone(self, node: int) -> None:
+        """A node lost its last name: delete it now, or once the kernel forgets it."""
+        if self.inodes.known(NODE_BASE + node) or self.contents.get(node) is not None:
+            self.unlinked.add(node)
+        else:
+            await self.thread(self.view.delete_node, node)
+
+    # lookup and attributes -----------------------------------------------------------------
+
+    @handler
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.key(parent_inode)
+        text = _lookup_name(name)
+        item = await self.thread(self._lookup, parent, text)
+        if item is None:
+            raise fail(errno.ENOENT)
+        return self.remembered(item.key, item.attr)
+
+    def _lookup(self, parent: Key, name: str) -> Item | None:
+        view = self.view
+        try:
+            if isinstance(parent, Root):
+                if name == listing.TRASH_NAME:
+                    return Item(name, Trash(), view.fixed_dir_attr())
+                return Item(name, BucketDir(name), view.bucket_attr(name)) if view.has_bucket(name) else None
+            if isinstance(parent, Trash):
+                return Item(name, TrashBucketDir(name), view.fixed_dir_attr()) if view.has_bucket(name) else None
+            if isinstance(parent, (BucketDir, TrashBucketDir)) and listing.is_id_name(name):
+                trashed = isinstance(parent, TrashBucketDir)
+                info = view.object(parent.bucket, name, trashed)
+                return Item(name, IdDir(parent.bucket, info.id, trashed), id_dir_attr(info, view.owner))
+            if isinstance(parent, IdDir):
+                info = view.object(parent.bucket, parent.object_id, parent.trashed)
+                if info.filename != name:
+                    return None
+                return Item(name, ObjectFile(parent.bucket, info.id, parent.trashed), object_attr(info, view.owner))
+            if isinstance(parent, (BucketDir, NamedNode)):
+                row = view.lookup(parent, name)
+                return None if row is None else Item(name, NamedNode(row["id"]), node_attr(row))
+        except NotFound:
+            return None
+        return None
+
+    @handler
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            try:
+                if self.inodes.forget(inode, count) and inode >= NODE_BASE:
+                    node = inode - NODE_BASE
+                    if node in self.unlinked and self.contents.get(node) is None:
+                        self.unlinked.discard(node)
+                        await self.thread(self.view.delete_node, node)
+            except Exception:  # forget must never fail
+                log.exception("forget of inode %d failed", inode)
+
+    @handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        key = self.key(inode)
+        return self.entry(key, await self.attr_of(key))
+
+    @handler
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        key = self.key(inode)
+        if self.read_only:
+            raise fail(errno.EROFS)
+        if isinstance(key, (IdDir, ObjectFile)):
+            raise fail(errno.EROFS)
+        if not isinstance(key, (BucketDir, NamedNode)):
+            raise fail(errno.EPERM)
+        changes = _attr_changes(attr, fields)
+        if fields.update_size:
+            if isinstance(key, BucketDir):
+                raise fail(errno.EISDIR)
+            await self.truncate(key.node, attr.st_size)
+        if isinstance(key, BucketDir):
+            row = await self.thread(lambda: self.view.update_bucket_root(key.bucket, **changes))
+            return self.entry(key, node_attr(row))
+        content = self.contents.get(key.node)
+        if content is not None and "mtime" in changes:
+            content.mtime = changes["mtime"]
+        row = await self.thread(lambda: self.view.update(key.node, **changes))
+        return self.entry(key, node_attr(row))
+
+    async def truncate(self, node: int, length: int) -> None:
+        row = await self.named_file(NamedNode(node))
+        content = self.contents.acquire(node, row["bucket"], row["hash"], row["size"] or 0, row["mtime"])
+        try:
+            await content.truncate(length)
+        finally:
+            await self.contents.release(content)  # commits unless a handle keeps it open
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        found = await self.thread(os.statvfs, self.store.root)
+        data = pyfuse3.StatvfsData()
+        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
+            setattr(data, field, getattr(found, field))
+        data.f_namemax = MAX_NAME_BYTES
+        return data
+
+    # folders -------------------------------------------------------------------------------
+
+    @handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        key = self.key(inode)
+        if isinstance(key, ObjectFile):
+            raise fail(errno.ENOTDIR)
+        return self.new_handle(listing.DirHandle(key))
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self.handles[fh]
+        assert isinstance(handle, listing.DirHandle)
+        if handle.leftover and handle.leftover_from == start_id:
+            batch, handle.leftover = handle.leftover, []
+        else:
+            batch = await listing.page(self.view, handle.key, handle.cursor(start_id))
+        while batch:
+            for index, (item, cursor) in enumerate(batch):
+                entry = self.entry(item.key, item.attr)
+                offset = handle.offset_for(cursor)
+                if not pyfuse3.readdir_reply(token, os.fsencode(item.name), entry, offset):
+                    self.inodes.discard(entry.st_ino)
+                    handle.leftover, handle.leftover_from = batch[index:], start_id
+                    return
+                self.inodes.remember(entry.st_ino)
+                start_id = offset
+            batch = await listing.page(self.view, handle.key, batch[-1][1])
+
+    @handler
+    async def releasedir(self, fh: int) -> None:
+        self.handles.pop(fh, None)
+
+    @handler
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.key(parent_inode)
+        text = _new_name(name, parent)
+        if isinstance(parent, Root) and not self.read_only:
+            if text == listing.TRASH_NAME:
+                raise fail(errno.EEXIST)
+            await self.thread(self.view.make_bucket, text, _owner(ctx))
+            key: Key = BucketDir(text)
+            return self.remembered(key, await self.attr_of(key))
+        folder = self.writable_folder(parent)
+        row = await self.thread(self.view.create, folder, text, True, _permissions(mode, ctx), _owner(ctx))
+        return self.remembered(NamedNode(row["id"]), node_attr(row))
+
+    @handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self.key(parent_inode)
+        text = _lookup_name(name)
+        if isinstance(parent, Root) and not self.read_only:
+            if text == listing.TRASH_NAME:
+                raise fail(errno.EPERM)
+            await self.thread(self.view.remove_bucket, text)
+            return
+        folder = self.writable_folder(parent)
+        if isinstance(folder, BucketDir) and listing.is_id_name(text):
+            raise fail(errno.EPERM)
+        node = await self.thread(self.view.rmdir, folder, text)
+        await self.node_gone(node)
+
+    # names ---------------------------------------------------------------------------------
+
+    @handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        folder = self.writable_folder(self.key(parent_inode))
+        node, last = await self.thread(self.view.unlink, folder, _lookup_name(name))
+        if last:
+            await self.node_gone(node)
+
+    @handler
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise fail(errno.EINVAL)
+        old = self.writable_folder(self.key(parent_inode_old))
+        new_parent = self.key(parent_inode_new)
+        new = self.writable_folder(new_parent)
+        old_name, new_name = _lookup_name(name_old), _new_name(name_new, new_parent)
+        if isinstance(old, BucketDir) and listing.is_id_name(old_name):
+            raise fail(errno.EPERM)
+        replace = not flags & pyfuse3.RENAME_NOREPLACE
+        orphan = await self.thread(self.view.rename, old, old_name, new, new_name, replace)
+        if orphan is not None:
+            await self.node_gone(orphan)
+
+    @handler
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        key = self.key(inode)
+        parent = self.key(new_parent_inode)
+        folder = self.writable_folder(parent)
+        if not isinstance(key, NamedNode):
+            raise fail(errno.EPERM)
+        row = await self.thread(self.view.link, key.node, folder, _new_name(new_name, parent))
+        return self.remembered(key, node_attr(row))
+
+    # files ---------------------------------------------------------------------------------
+
+    @handler
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent = self.key(parent_inode)
+        text = _new_name(name, parent)
+        folder = self.writable_folder(parent)
+        row = await self.thread(self.view.create, folder, text, False, _permissions(mode, ctx), _owner(ctx))
+        content = self.contents.acquire(row["id"], row["bucket"], None, 0, row["mtime"])
+        await content.truncate(0)  # staged and empty: the first flush stores an (empty) object
+        fh = self.new_handle(NamedHandle(content, writable=True))
+        return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
+
+    @handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        key = self.key(inode)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable and self.read_only:
+            raise fail(errno.EROFS)
+        if isinstance(key, ObjectFile):
+            if writable:
+                raise fail(errno.EROFS)
+            info = await self.thread(self.view.object, key.bucket, key.object_id, key.trashed)
+            fd = await self.thread(os.open, self.view.blob_path(info.hash), os.O_RDONLY)
+            return pyfuse3.FileInfo(fh=self.new_handle(ObjectHandle(fd)), keep_cache=True)
+        row = await self.named_file(key)
+        content = self.contents.acquire(row["id"], row["bucket"], row["hash"], row["size"] or 0, row["mtime"])
+        try:
+            if writable and flags & os.O_TRUNC:
+                await content.truncate(0)
+        except BaseException:
+            await self.contents.release(content)
+            raise
+        return pyfuse3.FileInfo(fh=self.new_handle(NamedHandle(content, writable)))
+
+    @handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self.handles[fh]
+        if isinstance(handle, ObjectHandle):
+            return await self.thread(os.pread, handle.fd, size, off)
+        assert isinstance(handle, NamedHandle)
+        return await handle.content.read(off, size)
+
+    @handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        if not isinstance(handle, NamedHandle) or not handle.writable:
+            raise fail(errno.EBADF)
+        return await handle.content.write(off, buf)
+
+    @handler
+    async def flush(self, fh: int) -> None:
+        handle = self.handles.get(fh)
+        if isinstance(handle, NamedHandle) and handle.writable:
+            await handle.content.commit()
+
+    @handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self.handles.get(fh)
+        if isinstance(handle, NamedHandle) and handle.writable:
+            await handle.content.commit()  # a commit is durable: fsynced blob, committed row
+
+    @handler
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh, None)
+        if isinstance(handle, ObjectHandle):
+            await self.thread(os.close, handle.fd)
+        elif isinstance(handle, NamedHandle):
+            node = handle.content.node
+            await self.contents.release(handle.content)
+            if node in self.unlinked and self.contents.get(node) is None and not self.inodes.known(NODE_BASE + node):
+                self.unlinked.discard(node)
+                await self.thread(self.view.delete_node, node)
+
+    # extended attributes -------------------------------------------------------------------
+
+    async def xattrs_of(self, key: Key) -> dict[str, bytes]:
+        if isinstance(key, ObjectFile):
+            info = await self.thread(self.view.object, key.bucket, key.object_id, key.trashed)
+            return object_xattrs(info)
+        if isinstance(key, NamedNode):
+            return decode_xattrs((await self.thread(self.view.node, key.node))["xattrs"])
+        return {}
+
+    @handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        text = lookup_name(name)
+        value = None if text is None else (await self.xattrs_of(self.key(inode))).get(text)
+        if value is None:
+            raise fail(pyfuse3.ENOATTR)
+        return value
+
+    @handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [name.encode("utf-8") for name in sorted(await self.xattrs_of(self.key(inode)))]
+
+    @handler
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.change_xattr(inode, name, value)
+
+    @handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.change_xattr(inode, name, None)
+
+    async def change_xattr(self, inode: int, name: bytes, value: bytes | None) -> None:
+        key = self.key(inode)
+        if self.read_only or isinstance(key, (ObjectFile, IdDir)):
+            raise fail(errno.EROFS)
+        text = user_name(name)
+        if not isinstance(key, NamedNode):
+            raise fail(errno.EPERM)
+        await self.thread(self.view.set_xattr, key.node, text, value)
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """After the main loop ended: close fds, delete the nodes that lost their names."""
+        for handle in self.handles.values():
+            if isinstance(handle, ObjectHandle):
+                os.close(handle.fd)
+        self.handles.clear()
+        self.contents.close_all()
+        for node in sorted(self.unlinked):
+            try:
+                self.view.delete_node(node)
+            except Exception:
+                log.exception("could not delete unlinked node %d", node)
+        self.unlinked.clear()
+
+
+def _nanoseconds(seconds: float) -> int:
+    """Catalog times are doubles: exact to the microsecond, so that is what the mount shows."""
+    return round(seconds * 1_000_000) * 1000
+
+
+def _lookup_name(name: bytes) -> str:
+    """A name to look up or remove: too long is ENAMETOOLONG; not UTF-8 cannot exist."""
+    if len(name) > MAX_NAME_BYTES:
+        raise fail(errno.ENAMETOOLONG)
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail(errno.ENOENT) from None
+
+
+def _new_name(name: bytes, parent: Key) -> str:
+    """A name to create: also UTF-8 (EILSEQ) and, in a bucket folder, not an object id (EINVAL)."""
+    if len(name) > MAX_NAME_BYTES:
+        raise fail(errno.ENAMETOOLONG)
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail(errno.EILSEQ) from None
+    if isinstance(parent, BucketDir) and listing.is_id_name(text):
+        raise fail(errno.EINVAL)
+    return text
+
+
+def _owner(ctx: pyfuse3.RequestContext) -> names.Owner:
+    return names.Owner(ctx.uid, ctx.gid)
+
+
+def _permissions(mode: int, ctx: pyfuse3.RequestContext) -> int:
+    return stat.S_IMODE(mode) & ~ctx.umask
+
+
+def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if fields.update_mode:
+        changes["mode"] = stat.S_IMODE(attr.st_mode)
+    if fields.update_uid:
+        changes["uid"] = attr.st_uid
+    if fields.update_gid:
+        changes["gid"] = attr.st_gid
+    if fields.update_mtime:
+        changes["mtime"] = attr.st_mtime_ns / 1e9
+    return changes

@@ -1,0 +1,283 @@
+"""What the mount shows, read from and written to the store: synchronous, one short catalog
+transaction per call, called from worker threads (never on the trio thread).
+
+Paths are not parsed here: callers pass the keys of `fusefs.inodes`. Errors are the store's
+(`NotFound`, `BadInput`, `names.TreeError`); `fusefs.errors` turns them into errnos.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import stat
+import time
+from dataclasses import dataclass
+
+from cas import names
+from cas.catalog import Transaction
+from cas.catalog.base import Row
+from cas.errors import NotFound
+from cas.model import ObjectInfo
+from cas.store import Store
+from cas.validate import check_bucket
+from fusefs.inodes import BucketDir, Key, NamedNode
+
+MAX_XATTR_BYTES = 64 * 1024  # all user xattrs of one node together
+
+
+@dataclass
+class Attr:
+    """The attributes of one inode, without its number."""
+
+    is_dir: bool
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    ctime: float
+    nlink: int = 1
+
+    @property
+    def st_mode(self) -> int:
+        return (stat.S_IFDIR if self.is_dir else stat.S_IFREG) | self.mode
+
+
+@dataclass
+class Item:
+    """One folder entry as readdir and lookup return it."""
+
+    name: str
+    key: Key
+    attr: Attr
+
+
+def node_attr(row: Row) -> Attr:
+    is_dir = row["kind"] == "dir"
+    return Attr(is_dir=is_dir, mode=row["mode"], uid=row["uid"], gid=row["gid"],
+                size=0 if is_dir else (row["size"] or 0), mtime=row["mtime"], ctime=row["ctime"],
+                nlink=1 if is_dir else max(row["nlink"], 1))
+
+
+def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
+    return Attr(is_dir=True, mode=0o555, uid=owner.uid, gid=owner.gid, size=0,
+                mtime=info.created_at, ctime=info.created_at)
+
+
+def object_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
+    return Attr(is_dir=False, mode=0o444, uid=owner.uid, gid=owner.gid, size=info.size,
+                mtime=info.created_at, ctime=info.created_at)
+
+
+def decode_xattrs(text: str) -> dict[str, bytes]:
+    """`nodes.xattrs` (see cas/names.py) as name → bytes."""
+    return {name: _decode_value(value) for name, value in json.loads(text or "{}").items()}
+
+
+def _decode_value(value: str | dict) -> bytes:
+    if isinstance(value, dict):
+        return base64.b64decode(value["base64"])
+    return value.encode("utf-8")
+
+
+def encode_xattrs(xattrs: dict[str, bytes]) -> str:
+    stored: dict[str, str | dict] = {}
+    for name, value in sorted(xattrs.items()):
+        try:
+            stored[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            stored[name] = {"base64": base64.b64encode(value).decode("ascii")}
+    return json.dumps(stored, ensure_ascii=False)
+
+
+class StoreView:
+    """The store as folders and files."""
+
+    def __init__(self, store: Store, started: float | None = None) -> None:
+        self.store = store
+        self.owner = names.Owner.current()
+        self.started = started or time.time()
+
+    def run(self, work, write: bool = False):
+        return self.store.catalog.run(work, write=write)
+
+    # virtual folders -----------------------------------------------------------------------
+
+    def fixed_dir_attr(self) -> Attr:
+        return Attr(is_dir=True, mode=0o755, uid=self.owner.uid, gid=self.owner.gid, size=0,
+                    mtime=self.started, ctime=self.started)
+
+    def buckets(self) -> list[str]:
+        return self.store.buckets()
+
+    def has_bucket(self, bucket: str) -> bool:
+        return bucket in set(self.store.buckets())
+
+    def bucket_attr(self, bucket: str) -> Attr:
+        """A bucket folder shows its named tree's root (owner, mode, times) once it has one."""
+        row = self.run(lambda tx: _root_row(tx, bucket))
+        return node_attr(row) if row is not None else self.fixed_dir_attr()
+
+    # objects -------------------------------------------------------------------------------
+
+    def object(self, bucket: str, object_id: str, trashed: bool) -> ObjectInfo:
+        info = self.store.get_trashed(object_id) if trashed else self.store.get(object_id)
+        if info.bucket != bucket:
+            raise NotFound(f"no object {object_id} in bucket {bucket}")
+        return info
+
+    def objects(self, bucket: str, trashed: bool, after: str, limit: int) -> list[ObjectInfo]:
+        return self.store.page(bucket, trashed, after, limit)
+
+    def blob_path(self, hash_hex: str) -> str:
+        return str(self.store.tree.blob_path(hash_hex))
+
+    # the named tree ------------------------------------------------------------------------
+
+    def root_node(self, bucket: str) -> int | None:
+        return self.run(lambda tx: names.bucket_root(tx, bucket))
+
+    def node(self, node: int) -> Row:
+        row = self.run(lambda tx: names.node_attrs(tx, node))
+        if row is None:
+            raise names.TreeError(errno.ENOENT, f"node {node} no longer exists")
+        return row
+
+    def lookup(self, folder: BucketDir | NamedNode, name: str) -> Row | None:
+        def find(tx: Transaction) -> Row | None:
+            parent = _folder_node(tx, folder)
+            return None if parent is None else names.lookup_attrs(tx, parent, name)
+
+        return self.run(find)
+
+    def entries(self, folder: BucketDir | NamedNode, after: str, limit: int) -> list[Row]:
+        def page(tx: Transaction) -> list[Row]:
+            parent = _folder_node(tx, folder)
+            return [] if parent is None else names.list_entries(tx, parent, after, limit)
+
+        return self.run(page)
+
+    def create(self, folder: BucketDir | NamedNode, name: str, is_dir: bool, mode: int, owner: names.Owner) -> Row:
+        def make(tx: Transaction) -> Row:
+            now = time.time()
+            parent = _folder_node(tx, folder, create=True, owner=owner)
+            node = names.create_node(tx, parent, name, "dir" if is_dir else "file", mode, owner, now)
+            return names.node_attrs(tx, node)
+
+        return self.run(make, write=True)
+
+    def unlink(self, folder: BucketDir | NamedNode, name: str) -> tuple[int, bool]:
+        return self.run(lambda tx: names.unlink(tx, _existing_folder(tx, folder), name, time.time()), write=True)
+
+    def rmdir(self, folder: BucketDir | NamedNode, name: str) -> int:
+        return self.run(lambda tx: names.remove_dir(tx, _existing_folder(tx, folder), name, time.time()), write=True)
+
+    def rename(self, old: BucketDir | NamedNode, old_name: str, new: BucketDir | NamedNode, new_name: str,
+               replace: bool) -> int | None:
+        def move(tx: Transaction) -> int | None:
+            old_parent = _existing_folder(tx, old)
+            new_parent = _folder_node(tx, new, create=True, owner=self.owner)
+            if _bucket_of(tx, old_parent) != _bucket_of(tx, new_parent):
+                raise names.TreeError(errno.EXDEV, "names move between buckets by copying")
+            return names.rename(tx, old_parent, old_name, new_parent, new_name, time.time(), replace)
+
+        return self.run(move, write=True)
+
+    def link(self, node: int, folder: BucketDir | NamedNode, name: str) -> Row:
+        def add(tx: Transaction) -> Row:
+            parent = _folder_node(tx, folder, create=True, owner=self.owner)
+            row = names.node_attrs(tx, node)
+            if row is None:
+                raise names.TreeError(errno.ENOENT, "the file no longer exists")
+            if row["bucket"] != _bucket_of(tx, parent):
+                raise names.TreeError(errno.EXDEV, "hard links stay within one bucket")
+            names.link(tx, node, parent, name, time.time())
+            return names.node_attrs(tx, node)
+
+        return self.run(add, write=True)
+
+    def update(self, node: int, **fields: object) -> Row:
+        def change(tx: Transaction) -> Row:
+            if names.node_attrs(tx, node) is None:
+                raise names.TreeError(errno.ENOENT, "the file no longer exists")
+            names.update_node(tx, node, ctime=time.time(), **fields)
+            return names.node_attrs(tx, node)
+
+        return self.run(change, write=True)
+
+    def update_bucket_root(self, bucket: str, **fields: object) -> Row:
+        def change(tx: Transaction) -> Row:
+            node = names.ensure_bucket(tx, bucket, time.time(), self.owner)
+            names.update_node(tx, node, ctime=time.time(), **fields)
+            return names.node_attrs(tx, node)
+
+        return self.run(change, write=True)
+
+    def set_xattr(self, node: int, name: str, value: bytes | None) -> None:
+        """Set (or with None remove) one xattr; ENODATA when removing one that is not there."""
+
+        def change(tx: Transaction) -> None:
+            row = names.node_attrs(tx, node)
+            if row is None:
+                raise names.TreeError(errno.ENOENT, "the file no longer exists")
+            xattrs = decode_xattrs(row["xattrs"])
+            if value is None:
+                if xattrs.pop(name, None) is None:
+                    raise names.TreeError(errno.ENODATA, f"no attribute {name}")
+            else:
+                xattrs[name] = value
+                if sum(len(key) + len(data) for key, data in xattrs.items()) > MAX_XATTR_BYTES:
+                    raise names.TreeError(errno.ENOSPC, "the file's attributes exceed 64 KiB")
+            names.update_node(tx, node, xattrs=encode_xattrs(xattrs), ctime=time.time())
+
+        self.run(change, write=True)
+
+    def make_bucket(self, bucket: str, owner: names.Owner) -> None:
+        check_bucket(bucket)
+        if bucket in self.store.config.buckets:
+            raise names.TreeError(errno.EEXIST, f"bucket {bucket!r} exists")
+        self.run(lambda tx: names.create_bucket(tx, bucket, time.time(), owner), write=True)
+
+    def remove_bucket(self, bucket: str) -> None:
+        if bucket in self.store.config.buckets:
+            raise names.TreeError(errno.EPERM, f"bucket {bucket!r} is configured in assetfs.toml")
+        self.run(lambda tx: names.remove_bucket(tx, bucket), write=True)
+
+    def delete_node(self, node: int) -> None:
+        self.run(lambda tx: names.delete_node(tx, node), write=True)
+
+    def drop_unlinked_nodes(self) -> int:
+        return self.run(lambda tx: names.drop_unlinked_nodes(tx, time.time()), write=True)
+
+    def node_name(self, node: int) -> str | None:
+        return self.run(lambda tx: names.node_name(tx, node))
+
+
+def _root_row(tx: Transaction, bucket: str) -> Row | None:
+    root = names.bucket_root(tx, bucket)
+    return None if root is None else names.node_attrs(tx, root)
+
+
+def _folder_node(tx: Transaction, folder: BucketDir | NamedNode, create: bool = False,
+                 owner: names.Owner | None = None) -> int | None:
+    """The node id of a folder; a bucket without a row gets one when `create`."""
+    if isinstance(folder, NamedNode):
+        return folder.node
+    if create:
+        return names.ensure_bucket(tx, folder.bucket, time.time(), owner or names.Owner.current())
+    return names.bucket_root(tx, folder.bucket)
+
+
+def _existing_folder(tx: Transaction, folder: BucketDir | NamedNode) -> int:
+    node = _folder_node(tx, folder)
+    if node is None:
+        raise names.TreeError(errno.ENOENT, "the folder is empty")
+    return node
+
+
+def _bucket_of(tx: Transaction, node: int) -> str:
+    row = names.node_attrs(tx, node)
+    if row is None:
+        raise names.TreeError(errno.ENOENT, "the folder no longer exists")
+    return row["bucket"]

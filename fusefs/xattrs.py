@@ -1,0 +1,54 @@
+"""Extended attributes of the mount.
+
+Object files (/<bucket>/<id>/<filename>) carry read-only attributes made from the catalog:
+
+    user.assetfs.id, .bucket, .hash (BLAKE3-256, hex), .size, .content_type,
+    .created_at (ISO 8601, UTC)
+    user.assetfs.meta.<key>     one per metadata entry of the object
+
+Files and folders of the named tree carry whatever `user.*` attributes were set on them
+(stored in `nodes.xattrs`); other namespaces are refused with ENOTSUP.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pyfuse3
+
+from cas.model import ObjectInfo, iso_time
+
+PREFIX = "user.assetfs."
+META_PREFIX = PREFIX + "meta."
+USER = b"user."
+MAX_NAME = 255
+
+
+def object_xattrs(info: ObjectInfo) -> dict[str, bytes]:
+    found = {
+        PREFIX + "id": info.id, PREFIX + "bucket": info.bucket, PREFIX + "hash": info.hash,
+        PREFIX + "size": str(info.size), PREFIX + "content_type": info.content_type,
+        PREFIX + "created_at": iso_time(info.created_at) or "",
+    }
+    found.update({META_PREFIX + key: value for key, value in info.metadata.items()})
+    return {name: value.encode("utf-8") for name, value in found.items()}
+
+
+def user_name(name: bytes) -> str:
+    """A settable attribute name as text: `user.*` only (ENOTSUP), valid UTF-8 (EINVAL)."""
+    if not name.startswith(USER) or len(name) == len(USER):
+        raise pyfuse3.FUSEError(errno.ENOTSUP)
+    if len(name) > MAX_NAME:
+        raise pyfuse3.FUSEError(errno.ERANGE)
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+
+def lookup_name(name: bytes) -> str | None:
+    """An attribute name to look up as text; None when it cannot exist here."""
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
