@@ -10,8 +10,10 @@ blobs are installed and removed only under the blob lock.
 
 import errno
 import fcntl
+import itertools
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +23,7 @@ import blake3
 from cas.errors import StoreError
 
 CHUNK = 4 * 1024 * 1024
+HEAD_SIZE = 8192  # bytes kept for content-type sniffing
 BLOB_MODE = 0o444
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS); fails elsewhere
 
@@ -38,6 +41,60 @@ class _SourceError(Exception):
 
     def __init__(self, error: OSError) -> None:
         self.error = error
+
+
+def _fill(source: BinaryIO, buffer: memoryview) -> memoryview:
+    """Read until `buffer` is full or the source ends; a short result means the end."""
+    filled = 0
+    while filled < len(buffer):
+        try:
+            count = source.readinto(buffer[filled:])
+        except OSError as error:
+            raise _SourceError(error) from None
+        if not count:
+            break
+        filled += count
+    return buffer[:filled]
+
+
+def _write_all(fd: int, chunk: memoryview) -> None:
+    written = 0
+    while written < len(chunk):
+        written += os.write(fd, chunk[written:])
+
+
+def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
+    """Copy `source` into `fd` and hash it: (size, hash, first bytes).
+
+    Past one chunk, the hash of chunk n runs in a second thread while chunk n+1 is read and
+    written; two buffers take turns, and a buffer is refilled only once its hash is done.
+    """
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buffers = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))]
+    chunk = _fill(source, buffers[0])
+    head = bytes(chunk[:HEAD_SIZE])
+    if len(chunk) < CHUNK:  # all of it fits in one chunk: nothing to overlap
+        hasher.update(chunk)
+        _write_all(fd, chunk)
+        return len(chunk), hasher.hexdigest(), head
+    size = 0
+    hashed: list[Future | None] = [None, None]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+        for turn in itertools.count():
+            slot = turn % 2
+            if turn:
+                if hashed[slot] is not None:
+                    hashed[slot].result()
+                chunk = _fill(source, buffers[slot])
+                if not chunk:
+                    break
+            hashed[slot] = hashing.submit(hasher.update, chunk)
+            _write_all(fd, chunk)
+            size += len(chunk)
+        for pending in hashed:
+            if pending is not None:
+                pending.result()
+    return size, hasher.hexdigest(), head
 
 
 def fsync_dir(path: Path) -> None:
@@ -78,35 +135,18 @@ class BlobTree:
 
     # staging -------------------------------------------------------------------------------
 
-    def stage(self, source: BinaryIO, head_size: int = 8192) -> StagedFile:
+    def stage(self, source: BinaryIO) -> StagedFile:
         """Copy `source` into tmp/, hashing each chunk as it passes (one pass over the data).
 
-        The staged file is not fsynced here: content that turns out to be stored already is
-        thrown away without ever being flushed. `make_durable` runs before it is installed.
+        Hashing runs in a second thread while the next chunk is read and written. The staged
+        file is not fsynced here: content that turns out to be stored already is thrown away
+        without waiting for the disk.
         On any failure the staged file is removed.
         """
         fd, name = _mkstemp(self.tmp)
         path = Path(name)
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        size, head = 0, b""
         try:
-            while True:
-                try:
-                    count = source.readinto(view)
-                except OSError as error:
-                    raise _SourceError(error) from None
-                if not count:
-                    break
-                chunk = view[:count]
-                if len(head) < head_size:
-                    head += bytes(chunk[: head_size - len(head)])
-                hasher.update(chunk)
-                written = 0
-                while written < count:
-                    written += os.write(fd, chunk[written:])
-                size += count
+            size, hash_hex, head = _copy_hashing(source, fd)
             os.fchmod(fd, BLOB_MODE)
         except _SourceError as failure:
             os.close(fd)
@@ -121,7 +161,7 @@ class BlobTree:
             path.unlink(missing_ok=True)
             raise
         os.close(fd)
-        return StagedFile(path=path, hash=hasher.hexdigest(), size=size, head=head)
+        return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
     def make_durable(self, staged: StagedFile) -> None:
         try:

@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
@@ -83,6 +83,8 @@ def _names_for(files: list[str], name: str | None, no_name: bool) -> list[str | 
     if name and len(files) > 1 and not name.endswith("/"):
         raise BadInput("--name with several files must be a folder ending in '/'")
     folder = name if name and name.endswith("/") else ""
+    if folder and "-" in files:
+        raise BadInput("standard input has no file name: give it a full --name, not a folder")
 
     def name_of(file: str) -> str | None:
         if no_name:
@@ -165,7 +167,8 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
                 if file == "-":
                     source = progress.CountingReader(sys.stdin.buffer, bar)
                     result = store.put(bucket, source, name=file_name, content_type=content_type,
-                                       metadata=metadata, expires_at=expires_at, filename="stdin")
+                                       metadata=metadata, expires_at=expires_at,
+                                       filename=PurePosixPath(file_name).name if file_name else "stdin")
                 else:
                     with open(file, "rb") as stream:
                         result = store.put(bucket, progress.CountingReader(stream, bar), name=file_name,
