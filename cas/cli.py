@@ -154,6 +154,7 @@ def put_record(result: PutResult) -> dict[str, Any]:
 def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None, no_name: bool,
         content_type: str | None, expires_in: str | None, meta: tuple[str, ...], as_json: bool) -> None:
     """Store FILES (or '-' for standard input) in BUCKET."""
+    check_bucket(bucket)
     files_list = list(files)
     names_list = _names_for(files_list, name, no_name)
     metadata = _parse_metadata(meta)
