@@ -290,20 +290,23 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
 
 
 
-def seal_staged(path: Path, head_size: int = 8192) -> StagedFile:
+def seal_staged(path: Path, head_size: int = 8192, hash_hex: str | None = None) -> StagedFile:
     """Hash a file that was written in tmp/ (by the mount) and make it read-only, ready to be
-    installed as a blob like one that `BlobTree.stage` produced. Its writer has closed it."""
+    installed as a blob like one that `BlobTree.stage` produced. Its writer has closed it.
+    `hash_hex`: the content's hash when the writer computed it already (then it is not read)."""
     try:
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
         size = path.stat().st_size
-        if size:
-            hasher.update_mmap(path)
+        if hash_hex is None:
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            if size:
+                hasher.update_mmap(path)
+            hash_hex = hasher.hexdigest()
         with open(path, "rb") as stream:
             head = stream.read(head_size)
         os.chmod(path, BLOB_MODE)
     except OSError as error:
         raise _storage_error(error, "hashing the staged file failed") from None
-    return StagedFile(path=path, hash=hasher.hexdigest(), size=size, head=head)
+    return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
 
 def new_staging_file(tmp: Path) -> tuple[int, Path]:

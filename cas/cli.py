@@ -423,15 +423,18 @@ def main() -> None:
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (Ctrl-C unmounts).")
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option("--allow-other", is_flag=True, help="Let other users use the mount (the kernel checks modes).")
+@click.option("--gc", "run_gc", is_flag=True, help="Run the garbage collector in the mount's daemon.")
 @click.option("--log-file", type=click.Path(dir_okay=False), help="The daemon's log (default: <store>/mount.log).")
 @pass_context
-def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool,
+def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool, run_gc: bool,
           log_file: str | None) -> None:
     """Mount the store at MOUNTPOINT (in the background once ready, unless --foreground)."""
+    from fusefs.mount import MountOptions
     from fusefs.mount import mount as mount_store
 
-    pid = mount_store(context.store_path, Path(mountpoint), foreground=foreground, read_only=read_only,
-                      allow_other=allow_other, log_file=Path(log_file) if log_file else None)
+    options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
+    pid = mount_store(context.store_path, Path(mountpoint), options, foreground=foreground,
+                      log_file=Path(log_file) if log_file else None)
     if pid is not None:
         click.echo(f"mounted {context.store_path} at {mountpoint} (daemon pid {pid}); "
                    f"unmount with 'assetfs umount {mountpoint}'")
@@ -445,6 +448,62 @@ def umount(mountpoint: str) -> None:
 
     umount_store(Path(mountpoint))
 
+
+# the garbage collector (gc/, import name casgc) --------------------------------------------
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="Report what would be collected; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (one line per run).")
+@click.option("--watch", is_flag=True, help="Run periodically until SIGINT or SIGTERM.")
+@click.option("--interval", help="Time between runs with --watch (default: the store's [gc] interval).")
+@pass_context
+def gc_command(context: Context, dry_run: bool, as_json: bool, watch: bool, interval: str | None) -> None:
+    """Collect what nothing references: trash, purge, sweep blobs, remove orphans."""
+    from casgc.console import collect
+
+    seconds = parse_duration(interval, "--interval") if interval is not None else None
+    with context.open() as store:
+        raise SystemExit(collect(store, dry_run, as_json, seconds, watch))
+
+
+@cli.group()
+def trash() -> None:
+    """Deleted objects, restorable until their bucket's grace ends."""
+
+
+@trash.command("ls")
+@click.argument("bucket", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def trash_ls(context: Context, bucket: str | None, as_json: bool) -> None:
+    """List trashed objects (of BUCKET, or all)."""
+    from casgc.console import trash_list
+
+    with context.open() as store:
+        trash_list(store, bucket, as_json)
+
+
+@trash.command("restore")
+@click.argument("object_ids", nargs=-1, required=True)
+@pass_context
+def trash_restore(context: Context, object_ids: tuple[str, ...]) -> None:
+    """Bring objects back from the trash, with their names."""
+    with context.open() as store:
+        _each_id(store, object_ids, store.restore, "restored")
+
+
+@trash.command("purge")
+@click.option("--older-than", default="0s", show_default=True, help="Only objects deleted longer ago than this.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def trash_purge(context: Context, older_than: str, as_json: bool) -> None:
+    """Remove trashed objects for good before their grace ends, and free their blobs."""
+    from casgc.console import trash_purge as purge
+
+    seconds = parse_duration(older_than, "--older-than")
+    with context.open() as store:
+        raise SystemExit(purge(store, seconds, as_json))
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import blake3
 
 from cas.blobtree import fsync_dir
 from cas.catalog import Transaction
+from cas.faults import crash_point
 from cas.store import ZERO_ID, Store
 
 HASH_NAME = re.compile(r"[0-9a-f]{64}")
@@ -91,12 +92,14 @@ def hash_file(path: Path) -> str:
 
 
 class Checker:
-    def __init__(self, store: Store, verify_content: bool, repair: bool, orphan_grace: float) -> None:
+    def __init__(self, store: Store, verify_content: bool, repair: bool, orphan_grace: float,
+                 now: float | None = None, link_counts: bool = True) -> None:
         self.store = store
         self.tree = store.tree
         self.verify_content = verify_content
         self.repair = repair
-        self.cutoff = time.time() - orphan_grace
+        self.cutoff = (time.time() if now is None else now) - orphan_grace
+        self.link_counts = link_counts  # needs check_objects to have counted the aliases first
         self.report = Report()
         self.link_aliases: Counter[str] = Counter()  # hash → aliases that are hardlinks to its blob
         self.checked_blobs: dict[str, bool] = {}  # hash → blob is good
@@ -255,13 +258,15 @@ class Checker:
                             if not found.repaired:
                                 found.not_repaired = "a row appeared meanwhile; the blob is in use"
                     continue
-                self.check_link_count(path, entry.name)
+                if self.link_counts:
+                    self.check_link_count(path, entry.name)
 
     def _drop_orphan(self, tx: Transaction, hash_hex: str) -> bool:
         tx.lock_blob(hash_hex)
         if tx.one("select 1 as found from blobs where hash = :hash", {"hash": hash_hex}) is not None:
             return False
         self.tree.remove_blob(hash_hex)
+        crash_point("orphans:blob-removed")
         return True
 
     def check_link_count(self, path: Path, hash_hex: str) -> None:
@@ -292,7 +297,11 @@ class Checker:
                         found = self.problem("orphan_alias", path, "an alias with no object row")
                         self.remove_stray(found, path)
                     continue
-                for inner in os.scandir(path):
+                try:
+                    inners = list(os.scandir(path))
+                except FileNotFoundError:
+                    continue  # purged meanwhile
+                for inner in inners:
                     if inner.name != row["filename"] and not self.is_young(Path(inner.path)):
                         found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
                                              row["id"])
@@ -305,6 +314,12 @@ class Checker:
                 found = self.problem("orphan_staging", path, "a staging file left by an interrupted write")
                 self.remove_stray(found, path)
 
+    def check_disk(self) -> None:
+        """Disk → catalog: aliases, staging and blobs that no row explains."""
+        self.check_alias_files()
+        self.check_staging()
+        self.check_blob_files()
+
     def report_strays(self, paths: list[Path]) -> None:
         for path in paths:
             if not self.is_young(path):
@@ -314,13 +329,17 @@ class Checker:
         """Remove a file or folder no catalog row explains (aliases and staging hold copies only)."""
         if not self.repair:
             return
-        if path.is_dir() and not path.is_symlink():
-            for inner in path.iterdir():
-                self.remove_stray(found, inner)
-            path.rmdir()
-        else:
-            path.unlink(missing_ok=True)
-        found.repaired = True
+        try:
+            if path.is_dir() and not path.is_symlink():
+                for inner in path.iterdir():
+                    self.remove_stray(found, inner)
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            found.not_repaired = f"cannot remove it: {error.strerror or error}"
+            return
+        found.repaired = found.not_repaired is None
 
     # helpers -------------------------------------------------------------------------------
 
@@ -359,7 +378,15 @@ def check_store(store: Store, verify_content: bool = False, repair: bool = False
     checker = Checker(store, verify_content, repair, orphan_grace)
     checker.check_objects()
     checker.check_blob_rows()
-    checker.check_alias_files()
-    checker.check_staging()
-    checker.check_blob_files()
+    checker.check_disk()
+    return checker.report
+
+
+def find_orphans(store: Store, orphan_grace: float, repair: bool, now: float | None = None) -> Report:
+    """Only the disk → catalog half of fsck: files no catalog row explains and older than the
+    orphan grace (what crashes leave), removed with `repair`. The garbage collector's orphans
+    pass runs this; link counts are not checked, since that needs every object read first."""
+    checker = Checker(store, verify_content=False, repair=repair, orphan_grace=orphan_grace, now=now,
+                      link_counts=False)
+    checker.check_disk()
     return checker.report

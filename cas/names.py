@@ -430,6 +430,12 @@ def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: f
     return True, row["object_id"]
 
 
+def entries_of_object(tx: Transaction, object_id: str) -> list[Row]:
+    """The entries (`parent_id`, `name`) of every name that refers to the object."""
+    return tx.all("select e.parent_id, e.name from entries e join nodes n on n.id = e.node_id "
+                  "where n.object_id = :id order by e.parent_id, e.name", {"id": object_id})
+
+
 def node_name(tx: Transaction, node: int) -> str | None:
     """One of the node's names (the first in name order), or None when it has none left."""
     return tx.value("select name from entries where node_id = :node order by name limit 1", {"node": node})

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from cas import names
 from cas.blobtree import BlobTree, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
+from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
 from cas.content_type import detect_content_type
 from cas.errors import BadInput, NotFound, StoreError
@@ -281,16 +282,10 @@ class Store:
         object_id = parse_object_id(object_id)
 
         def move(tx: Transaction) -> ObjectInfo:
-            row = tx.one("select * from objects where id = :id and deleted_at is null", {"id": object_id})
+            row = _lock_live(tx, object_id)
             if row is None:
                 raise NotFound(f"no object {object_id} in the store")
-            now = time.time()
-            tx.execute(
-                "update objects set deleted_at = :now, purge_after = :purge_after, trashed_names = :names "
-                "where id = :id",
-                {"now": now, "purge_after": now + self.config.bucket(row["bucket"]).grace,
-                 "names": names.unbind_object(tx, object_id), "id": object_id},
-            )
+            trash_object(tx, object_id, time.time(), self.config.bucket(row["bucket"]).grace)
             return ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}))
 
         return self.catalog.run(move)
@@ -319,7 +314,7 @@ class Store:
         object_id, owner = parse_object_id(object_id), _check_owner(owner)
 
         def add(tx: Transaction) -> None:
-            if tx.one("select 1 as found from objects where id = :id and deleted_at is null", {"id": object_id}) is None:
+            if _lock_live(tx, object_id) is None:
                 raise NotFound(f"no object {object_id} in the store")
             tx.execute(
                 "insert into holds (object_id, owner, created_at) values (:id, :owner, :now) on conflict do nothing",
@@ -348,6 +343,26 @@ class Store:
             write=False,
         )
         return [row["owner"] for row in rows]
+
+
+def _lock_live(tx: Transaction, object_id: str) -> Row | None:
+    """Lock a live object's row and return its bucket; None when it is not live.
+
+    An update, not a select: on PostgreSQL it waits for (and then sees) a garbage collector
+    that has the row locked to trash or purge it, so a hold is never added to, and a delete
+    never reports, an object the collector has just taken.
+    """
+    return tx.one("update objects set touched_at = touched_at where id = :id and deleted_at is null returning bucket",
+                  {"id": object_id})
+
+
+def trash_object(tx: Transaction, object_id: str, now: float, grace: float) -> None:
+    """Move a live object to the trash until `now + grace`, keeping its names for restore."""
+    tx.execute(
+        "update objects set deleted_at = :now, purge_after = :purge_after, trashed_names = :names "
+        "where id = :id and deleted_at is null",
+        {"now": now, "purge_after": now + grace, "names": names.unbind_object(tx, object_id), "id": object_id},
+    )
 
 
 def _touch(tx: Transaction, object_id: str, now: float) -> None:

@@ -53,20 +53,22 @@ class TrashBucketDir:
 
 @dataclass(frozen=True)
 class IdDir:
-    """/<bucket>/<id> (or under /.trash): holds the object's one file."""
+    """/<bucket>/<id> or /.trash/<bucket>/<id>: holds the object's one file.
+
+    One key (so one inode) whether the object is live or in the trash: moving it in or out
+    of the trash moves the kernel's dentry, which must keep working at its new place.
+    """
 
     bucket: str
     object_id: str
-    trashed: bool
 
 
 @dataclass(frozen=True)
 class ObjectFile:
-    """/<bucket>/<id>/<filename>: an object's immutable content."""
+    """/<bucket>/<id>/<filename> (or under /.trash): an object's immutable content."""
 
     bucket: str
     object_id: str
-    trashed: bool
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,11 @@ class InodeTable:
 
     def known(self, inode: int) -> bool:
         return inode in self.lookups
+
+    def known_inode(self, key: Key) -> int | None:
+        """The inode of `key` when the kernel knows it, without numbering a new one."""
+        inode = self.inode(key) if isinstance(key, (Root, Trash, NamedNode)) else self._by_key.get(key)
+        return inode if inode is not None and (inode in self.lookups or inode == ROOT_INODE) else None
 
     def _drop(self, inode: int) -> None:
         key = self._by_inode.pop(inode, None)

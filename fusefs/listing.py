@@ -72,8 +72,8 @@ def _page(view: StoreView, key: Key, cursor: Cursor, limit: int) -> list[tuple[I
         items = [Item(bucket, TrashBucketDir(bucket), view.fixed_dir_attr()) for bucket in view.buckets()]
         return _small(items, after, limit)
     if isinstance(key, IdDir):
-        info = view.object(key.bucket, key.object_id, key.trashed)
-        item = Item(info.filename, ObjectFile(key.bucket, key.object_id, key.trashed), object_attr(info, view.owner))
+        info = view.object(key.bucket, key.object_id)
+        item = Item(info.filename, ObjectFile(key.bucket, key.object_id), object_attr(info, view.owner))
         return _small([item], after, limit)
     if isinstance(key, TrashBucketDir):
         return _objects(view, key.bucket, True, ZERO_ID if phase == NAMES else after, limit)
@@ -105,7 +105,7 @@ def _objects(view: StoreView, bucket: str, trashed: bool, after: str, limit: int
     if limit <= 0:
         return []
     return [
-        (Item(info.id, IdDir(bucket, info.id, trashed), id_dir_attr(info, view.owner)), (IDS, info.id))
+        (Item(info.id, IdDir(bucket, info.id), id_dir_attr(info, view.owner)), (IDS, info.id))
         for info in view.objects(bucket, trashed, after, limit)
     ]
 

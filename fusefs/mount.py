@@ -1,7 +1,7 @@
 """Mounting and unmounting: the daemon's life, and the checks that give one-line errors.
 
 `mount` runs the daemon in the foreground, or forks it into the background and returns once
-the kernel has the mount (the daemon writes "ready" into a pipe; an error message instead
+the mount answers requests (the daemon writes "ready" into a pipe; an error message instead
 when it could not mount). SIGINT, SIGTERM and SIGHUP reach the trio loop through trio's
 signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
 (`pyfuse3.close(unmount=True)`) and closes the store. `umount` is `fusermount3 -u`, which
@@ -17,15 +17,18 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
+from casgc.runner import Collector
 from cas.errors import BadInput, StoreError
 from cas.store import Store
 from fusefs.errors import inject_fault
 from fusefs.operations import Operations
+from fusefs.readahead import READ_AHEAD_KIB, raise_read_ahead
 
 log = logging.getLogger("assetfs.mount")
 FSNAME = "assetfs"
@@ -58,6 +61,7 @@ def check_mountpoint(mountpoint: Path) -> Path:
     path = Path(os.path.abspath(mountpoint))
     try:
         os.stat(path)
+        os.statvfs(path)  # never answered from the kernel's cache: a dead daemon shows here
     except FileNotFoundError:
         raise BadInput(f"{path}: no such folder; create it first (mkdir -p {path})") from None
     except OSError as error:
@@ -77,14 +81,21 @@ def check_mountpoint(mountpoint: Path) -> Path:
 # mounting ----------------------------------------------------------------------------------
 
 
-def mount(store_root: Path, mountpoint: Path, foreground: bool = False, read_only: bool = False,
-          allow_other: bool = False, log_file: Path | None = None) -> int | None:
+@dataclass(frozen=True)
+class MountOptions:
+    read_only: bool = False
+    allow_other: bool = False  # other users may use the mount; the kernel checks modes
+    gc: bool = False  # run the garbage collector in the daemon
+
+
+def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground: bool = False,
+          log_file: Path | None = None) -> int | None:
     """Mount the store; in the background returns the daemon's pid once the mount is ready."""
     path = check_mountpoint(mountpoint)
     store_root = Path(os.path.abspath(store_root))
     if foreground:
         _configure_logging(sys.stderr)
-        serve(store_root, path, read_only, allow_other, ready=lambda: None)
+        serve(store_root, path, options, ready=lambda: None)
         return None
     log_path = Path(log_file) if log_file else store_root / LOG_NAME
     read_end, write_end = os.pipe()
@@ -92,7 +103,7 @@ def mount(store_root: Path, mountpoint: Path, foreground: bool = False, read_onl
     if pid == 0:  # the daemon
         os.close(read_end)
         _daemonize(log_path)
-        os._exit(_run_daemon(store_root, path, read_only, allow_other, write_end))
+        os._exit(_run_daemon(store_root, path, options, write_end))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.read().decode("utf-8", errors="replace").strip()
@@ -115,14 +126,14 @@ def _daemonize(log_path: Path) -> None:
     os.chdir("/")
 
 
-def _run_daemon(store_root: Path, mountpoint: Path, read_only: bool, allow_other: bool, ready_fd: int) -> int:
+def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready_fd: int) -> int:
     def ready() -> None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
     _configure_logging(sys.stderr)
     try:
-        serve(store_root, mountpoint, read_only, allow_other, ready)
+        serve(store_root, mountpoint, options, ready)
         return 0
     except BaseException as error:  # the parent shows this one line
         log.exception("the mount failed")
@@ -148,39 +159,58 @@ def _fault_from_environment() -> None:
         inject_fault(operation, int(count or "1"))
 
 
-def serve(store_root: Path, mountpoint: Path, read_only: bool, allow_other: bool, ready: Callable[[], None]) -> None:
+def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Callable[[], None]) -> None:
     """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
     _fault_from_environment()
     with Store.open(store_root) as store:
-        operations = Operations(store, read_only=read_only)
-        if not read_only:
+        operations = Operations(store, read_only=options.read_only)
+        if not options.read_only:
             dropped = operations.view.drop_unlinked_nodes()
             if dropped:
                 log.info("deleted %d nodes without a name left by an earlier mount", dropped)
-        options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
-        if read_only:
-            options.add("ro")
-        if allow_other:
-            options.add("allow_other")
+        fuse_options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
+        if options.read_only:
+            fuse_options.add("ro")
+        if options.allow_other:
+            fuse_options.add("allow_other")
         try:
-            pyfuse3.init(operations, str(mountpoint), options)
+            pyfuse3.init(operations, str(mountpoint), fuse_options)
         except RuntimeError as error:
             raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
         log.info("mounted %s at %s", store_root, mountpoint)
+        collector = Collector(store) if options.gc else None
         try:
-            trio.run(_main, ready)
+            if collector is not None:
+                collector.start()
+                log.info("garbage collector running every %ss", store.config.gc.interval)
+            trio.run(_main, mountpoint, ready)
         finally:
+            if collector is not None:
+                collector.stop()
             pyfuse3.close(unmount=True)
             operations.close()
             log.info("unmounted %s", mountpoint)
 
 
-async def _main(ready: Callable[[], None]) -> None:
+async def _main(mountpoint: Path, ready: Callable[[], None]) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal)
-        ready()
+        nursery.start_soon(_when_serving, mountpoint, ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+async def _when_serving(mountpoint: Path, ready: Callable[[], None]) -> None:
+    """Once the kernel's INIT is answered (a stat of the mountpoint gets through): raise the
+    read-ahead (INIT resets it), then report ready."""
+    try:
+        device = (await trio.to_thread.run_sync(os.stat, mountpoint)).st_dev
+    except OSError as error:
+        log.warning("the mount did not answer a stat: %s", error)
+        return
+    if raise_read_ahead(f"{os.major(device)}:{os.minor(device)}"):
+        log.info("read-ahead raised to %d KiB: sequential reads arrive as 1 MiB requests", READ_AHEAD_KIB)
+    ready()
 
 
 async def _stop_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:

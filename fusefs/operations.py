@@ -5,7 +5,9 @@ worker thread (`fusefs.view`, `fusefs.staging`, `fusefs.listing`), so a slow cal
 stalls the mount. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
 
 Errors of the read-only id view: changing an object's content or attributes is EROFS;
-creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM.
+creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM, except the
+two moves of docs/fuse.md: removing a live object's file (`rm -r /<bucket>/<id>`) trashes the
+object, and `mv /.trash/<bucket>/<id> /<bucket>/` restores it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from fusefs.errors import fail, handler
 from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectFile, Root, Trash,
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
-from fusefs.view import Attr, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
+from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
 from fusefs.xattrs import lookup_name, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
 
 MAX_NAME_BYTES = 255
-BLOCK_SIZE = 128 * 1024
+BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends then read and write 1 MiB at a time (max_write)
 SHORT = 1.0  # seconds the kernel may cache names and attributes that can change
 LONG = 3600.0  # ... and those of immutable objects
 ID_VIEW = (Trash, TrashBucketDir, IdDir, ObjectFile)
@@ -88,9 +90,8 @@ class Operations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = self.inodes.inode(key)
         entry.generation = 0
-        immutable = isinstance(key, (ObjectFile, IdDir))
-        entry.entry_timeout = LONG if isinstance(key, ObjectFile) else SHORT
-        entry.attr_timeout = LONG if immutable else SHORT
+        immutable = isinstance(key, ObjectFile)  # an id folder's mode says whether it is trashed
+        entry.entry_timeout = entry.attr_timeout = LONG if immutable else SHORT
         if isinstance(key, NamedNode):
             content = self.contents.get(key.node)
             if content is not None and not attr.is_dir:
@@ -124,7 +125,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(key, BucketDir):
             return await self.thread(view.bucket_attr, key.bucket)
         if isinstance(key, (IdDir, ObjectFile)):
-            info = await self.thread(view.object, key.bucket, key.object_id, key.trashed)
+            info = await self.thread(view.object, key.bucket, key.object_id)
             return id_dir_attr(info, view.owner) if isinstance(key, IdDir) else object_attr(info, view.owner)
         return node_attr(await self.thread(view.node, key.node))
 
@@ -152,6 +153,15 @@ class Operations(pyfuse3.Operations):
         else:
             await self.thread(self.view.delete_node, node)
 
+    async def names_removed(self, entries: list[Entry]) -> None:
+        """Trashing an object removed these names: drop the kernel's dentries for them before
+        answering, so no path leads to their deleted nodes (a restore makes new ones). Safe to
+        wait for: the request that trashes (unlink in an id folder) locks none of their folders."""
+        for folder, name in entries:
+            inode = self.inodes.known_inode(folder)
+            if inode is not None:
+                await self.thread(_invalidate_entry, inode, os.fsencode(name))
+
     # lookup and attributes -----------------------------------------------------------------
 
     @handler
@@ -173,14 +183,13 @@ class Operations(pyfuse3.Operations):
             if isinstance(parent, Trash):
                 return Item(name, TrashBucketDir(name), view.fixed_dir_attr()) if view.has_bucket(name) else None
             if isinstance(parent, (BucketDir, TrashBucketDir)) and listing.is_id_name(name):
-                trashed = isinstance(parent, TrashBucketDir)
-                info = view.object(parent.bucket, name, trashed)
-                return Item(name, IdDir(parent.bucket, info.id, trashed), id_dir_attr(info, view.owner))
+                info = view.object(parent.bucket, name, trashed=isinstance(parent, TrashBucketDir))
+                return Item(name, IdDir(parent.bucket, info.id), id_dir_attr(info, view.owner))
             if isinstance(parent, IdDir):
-                info = view.object(parent.bucket, parent.object_id, parent.trashed)
+                info = view.object(parent.bucket, parent.object_id)
                 if info.filename != name:
                     return None
-                return Item(name, ObjectFile(parent.bucket, info.id, parent.trashed), object_attr(info, view.owner))
+                return Item(name, ObjectFile(parent.bucket, info.id), object_attr(info, view.owner))
             if isinstance(parent, (BucketDir, NamedNode)):
                 row = view.lookup(parent, name)
                 return None if row is None else Item(name, NamedNode(row["id"]), node_attr(row))
@@ -304,7 +313,8 @@ class Operations(pyfuse3.Operations):
             return
         folder = self.writable_folder(parent)
         if isinstance(folder, BucketDir) and listing.is_id_name(text):
-            raise fail(errno.EPERM)
+            await self.thread(self.view.remove_id_folder, folder.bucket, text)
+            return
         node = await self.thread(self.view.rmdir, folder, text)
         await self.node_gone(node)
 
@@ -312,7 +322,12 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        folder = self.writable_folder(self.key(parent_inode))
+        parent = self.key(parent_inode)
+        if isinstance(parent, IdDir) and not self.read_only:  # rm -r /<bucket>/<id>: to the trash
+            removed = await self.thread(self.view.trash, parent.bucket, parent.object_id, _lookup_name(name))
+            await self.names_removed(removed)
+            return
+        folder = self.writable_folder(parent)
         node, last = await self.thread(self.view.unlink, folder, _lookup_name(name))
         if last:
             await self.node_gone(node)
@@ -322,8 +337,11 @@ class Operations(pyfuse3.Operations):
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise fail(errno.EINVAL)
-        old = self.writable_folder(self.key(parent_inode_old))
-        new_parent = self.key(parent_inode_new)
+        old_parent, new_parent = self.key(parent_inode_old), self.key(parent_inode_new)
+        if isinstance(old_parent, TrashBucketDir) and not self.read_only:
+            await self.restore(old_parent, _lookup_name(name_old), new_parent, _lookup_name(name_new))
+            return
+        old = self.writable_folder(old_parent)
         new = self.writable_folder(new_parent)
         old_name, new_name = _lookup_name(name_old), _new_name(name_new, new_parent)
         if isinstance(old, BucketDir) and listing.is_id_name(old_name):
@@ -332,6 +350,12 @@ class Operations(pyfuse3.Operations):
         orphan = await self.thread(self.view.rename, old, old_name, new, new_name, replace)
         if orphan is not None:
             await self.node_gone(orphan)
+
+    async def restore(self, trash: TrashBucketDir, old_name: str, new_parent: Key, new_name: str) -> None:
+        """`mv /.trash/<bucket>/<id> /<bucket>/` restores the object; no other move leaves the trash."""
+        if new_parent != BucketDir(trash.bucket) or new_name != old_name or not listing.is_id_name(old_name):
+            raise fail(errno.EPERM)
+        await self.thread(self.view.restore, trash.bucket, old_name)
 
     @handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
@@ -367,7 +391,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(key, ObjectFile):
             if writable:
                 raise fail(errno.EROFS)
-            info = await self.thread(self.view.object, key.bucket, key.object_id, key.trashed)
+            info = await self.thread(self.view.object, key.bucket, key.object_id)
             fd = await self.thread(os.open, self.view.blob_path(info.hash), os.O_RDONLY)
             return pyfuse3.FileInfo(fh=self.new_handle(ObjectHandle(fd)), keep_cache=True)
         row = await self.named_file(key)
@@ -423,7 +447,7 @@ class Operations(pyfuse3.Operations):
 
     async def xattrs_of(self, key: Key) -> dict[str, bytes]:
         if isinstance(key, ObjectFile):
-            info = await self.thread(self.view.object, key.bucket, key.object_id, key.trashed)
+            info = await self.thread(self.view.object, key.bucket, key.object_id)
             return object_xattrs(info)
         if isinstance(key, NamedNode):
             return decode_xattrs((await self.thread(self.view.node, key.node))["xattrs"])
@@ -473,6 +497,13 @@ class Operations(pyfuse3.Operations):
             except Exception:
                 log.exception("could not delete unlinked node %d", node)
         self.unlinked.clear()
+
+
+def _invalidate_entry(folder_inode: int, name: bytes) -> None:
+    try:
+        pyfuse3.invalidate_entry(folder_inode, name)
+    except FileNotFoundError:
+        pass  # the kernel does not have that entry cached
 
 
 def _nanoseconds(seconds: float) -> int:

@@ -8,7 +8,8 @@ never opened for writing). A commit — on flush (close) or fsync of a writable 
 right after a path-based truncate — hashes the staged file and stores it through
 `Store.put_staged`, which installs it as a blob (or drops it on a dedup hit), makes the node
 refer to the new object and touches the old one; the content is clean again. Later writes
-copy again.
+copy again. Writes that arrive in order are hashed as they come (`fusefs.hashing`), so the
+commit of a file written front to back does not read it again.
 
 A per-node trio lock orders the steps: a commit never runs while a write is between its
 copy and its pwrite, and fds are never closed under a running pread.
@@ -26,6 +27,7 @@ import trio
 
 from cas.blobtree import FICLONE, new_staging_file, seal_staged
 from cas.store import Store
+from fusefs.hashing import SequentialHash
 
 log = logging.getLogger("assetfs.mount")
 
@@ -60,6 +62,7 @@ class NodeContent:
         self._blob_fd: int | None = None
         self._staged_fd: int | None = None
         self._staged_path: Path | None = None
+        self._hash = SequentialHash(broken=True)  # of the staged copy, while written in order
 
     @property
     def dirty(self) -> bool:
@@ -77,7 +80,7 @@ class NodeContent:
     async def write(self, offset: int, data: bytes) -> int:
         async with self.lock:
             fd = await self._stage(copy=True)
-            written = await trio.to_thread.run_sync(_pwrite_all, fd, data, offset)
+            written = await trio.to_thread.run_sync(_pwrite_hashing, fd, data, offset, self._hash)
             self.size = max(self.size, offset + written)
             self.mtime = time.time()
             return written
@@ -86,6 +89,7 @@ class NodeContent:
         async with self.lock:
             fd = await self._stage(copy=length > 0)
             await trio.to_thread.run_sync(os.ftruncate, fd, length)
+            self._hash = SequentialHash(broken=length > 0)
             self.size = length
             self.mtime = time.time()
 
@@ -100,6 +104,7 @@ class NodeContent:
         if self._staged_fd is not None:
             return self._staged_fd
         source = await self._open_blob() if copy else None
+        self._hash = SequentialHash(broken=source is not None and self.size > 0)  # copy-on-write
 
         def make() -> tuple[int, Path]:
             fd, path = new_staging_file(self.store.tree.tmp)
@@ -145,7 +150,7 @@ class NodeContent:
             if name is None:  # every name was removed while open: the bytes go with them
                 path.unlink(missing_ok=True)
                 return self.hash, self.size
-            staged = seal_staged(path)
+            staged = seal_staged(path, hash_hex=self._hash.hex_digest(os.stat(path).st_size))
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -180,6 +185,12 @@ class NodeContent:
         if self._staged_path is not None:
             self._staged_path.unlink(missing_ok=True)
             self._staged_path = None
+
+
+def _pwrite_hashing(fd: int, data: bytes, offset: int, hashing: SequentialHash) -> int:
+    written = _pwrite_all(fd, data, offset)
+    hashing.wrote(offset, data)
+    return written
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> int:

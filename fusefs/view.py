@@ -25,6 +25,8 @@ from fusefs.inodes import BucketDir, Key, NamedNode
 
 MAX_XATTR_BYTES = 64 * 1024  # all user xattrs of one node together
 
+Entry = tuple[BucketDir | NamedNode, str]  # a name in a folder of a bucket's named tree
+
 
 @dataclass
 class Attr:
@@ -61,7 +63,8 @@ def node_attr(row: Row) -> Attr:
 
 
 def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
-    return Attr(is_dir=True, mode=0o555, uid=owner.uid, gid=owner.gid, size=0,
+    """A live id folder is writable by the mount's owner (removing its file trashes the object)."""
+    return Attr(is_dir=True, mode=0o755 if info.deleted_at is None else 0o555, uid=owner.uid, gid=owner.gid, size=0,
                 mtime=info.created_at, ctime=info.created_at)
 
 
@@ -121,11 +124,50 @@ class StoreView:
 
     # objects -------------------------------------------------------------------------------
 
-    def object(self, bucket: str, object_id: str, trashed: bool) -> ObjectInfo:
-        info = self.store.get_trashed(object_id) if trashed else self.store.get(object_id)
+    def object(self, bucket: str, object_id: str, trashed: bool | None = None) -> ObjectInfo:
+        """An object of `bucket`: live (trashed False), in the trash (True), or either (None)."""
+        if trashed is None:
+            try:
+                info = self.store.get(object_id)
+            except NotFound:
+                info = self.store.get_trashed(object_id)
+        else:
+            info = self.store.get_trashed(object_id) if trashed else self.store.get(object_id)
         if info.bucket != bucket:
             raise NotFound(f"no object {object_id} in bucket {bucket}")
         return info
+
+    def trash(self, bucket: str, object_id: str, filename: str) -> list[Entry]:
+        """Removing /<bucket>/<id>/<filename>: the object moves to the trash (`Store.delete`).
+        Returns the entries of the names it had (they are gone now)."""
+        info = self.object(bucket, object_id)
+        if info.filename != filename:
+            raise NotFound(f"no {filename!r} in {object_id}")
+        if info.deleted_at is not None:
+            raise names.TreeError(errno.EPERM, "the trash is emptied by gc, not through the mount")
+        entries = self.object_entries(bucket, object_id)
+        self.store.delete(object_id)
+        return entries
+
+    def remove_id_folder(self, bucket: str, object_id: str) -> None:
+        """rmdir /<bucket>/<id>: ENOTEMPTY while the object is live; done once it is in the trash."""
+        if self.object(bucket, object_id).deleted_at is None:
+            raise names.TreeError(errno.ENOTEMPTY, f"{object_id} still holds its file; 'rm -r' trashes it")
+
+    def restore(self, bucket: str, object_id: str) -> None:
+        """mv /.trash/<bucket>/<id> /<bucket>/: the object is live again, with the names it had
+        that are still free."""
+        self.object(bucket, object_id, trashed=True)
+        self.store.restore(object_id)
+
+    def object_entries(self, bucket: str, object_id: str) -> list[Entry]:
+        """(folder, name) of each name of the object."""
+        def find(tx: Transaction) -> list[Entry]:
+            root = names.bucket_root(tx, bucket)
+            return [(BucketDir(bucket) if row["parent_id"] == root else NamedNode(row["parent_id"]), row["name"])
+                    for row in names.entries_of_object(tx, object_id)]
+
+        return self.run(find)
 
     def objects(self, bucket: str, trashed: bool, after: str, limit: int) -> list[ObjectInfo]:
         return self.store.page(bucket, trashed, after, limit)

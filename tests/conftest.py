@@ -61,6 +61,19 @@ def store(store_root: Path) -> Iterator[Store]:
         yield opened
 
 
+@pytest.fixture
+def mounted(store_root: Path, tmp_path: Path) -> Iterator["mounting.Mount"]:
+    """The store mounted at tmp_path/mnt; always unmounted, then checked (see mounting.py)."""
+    import mounting  # it imports this module
+
+    mount = mounting.start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        yield mount
+    finally:
+        code = mounting.stop_mount(mount)
+    mounting.check_after_unmount(mount, code)
+
+
 def run_cli(store_root: Path, *args: str, input: bytes | None = None, check: int | None = 0,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the `assetfs` command against a store; by default assert it exits 0."""

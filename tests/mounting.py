@@ -1,9 +1,11 @@
 """Real mounts for the tests: `assetfs mount --foreground` in a subprocess, waited for, and
 always unmounted afterwards (fusermount3 -u, even when the test failed); only the process
-started here is ever signalled."""
+started here is ever signalled. The `mounted` fixture (conftest.py) uses these; so do tests
+that mount with options of their own."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -11,7 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import ASSETFS
+import pytest
+
+from conftest import ASSETFS, run_cli
 from fusefs.mount import mounted_at
 
 READY_TIMEOUT = 30.0
@@ -67,3 +71,31 @@ def stop_mount(mount: Mount) -> int:
         except subprocess.TimeoutExpired:
             mount.process.kill()
             return mount.process.wait()
+
+
+def check_after_unmount(mount: Mount, exit_code: int) -> None:
+    """The daemon exited cleanly, logged no unexpected error, left nothing in tmp/; fsck is clean."""
+    log = mount.log_text()
+    assert exit_code == 0, f"the mount daemon exited with {exit_code}:\n{log}"
+    assert "Traceback" not in log and " ERROR " not in log, f"the mount logged unexpected errors:\n{log}"
+    assert os.listdir(mount.store_root / "tmp") == [], "staging files were left in tmp/"
+    fsck = run_cli(mount.store_root, "fsck", check=None)
+    assert fsck.returncode == 0, f"fsck after the test:\n{fsck.stdout.decode()}{fsck.stderr.decode()}"
+
+
+def run(*command: str | Path, cwd: Path | None = None) -> str:
+    """Run a tool; assert it exits 0; its stdout."""
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=cwd, timeout=240)
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def put(store_root: Path, bucket: str, path: Path, *args: str) -> str:
+    """`assetfs put`; the new object's id."""
+    return run_cli(store_root, "put", bucket, str(path), *args).stdout.decode().split()[0]
+
+
+def expect_errno(codes: set[int], action) -> None:
+    with pytest.raises(OSError) as error:
+        action()
+    assert error.value.errno in codes, f"{error.value} (expected one of {[errno.errorcode[c] for c in codes]})"

@@ -32,6 +32,11 @@ class Transaction(ABC):
     def lock_blob(self, hash_hex: str) -> None:
         """Hold the blob lock for `hash_hex` until this transaction ends (docs/concurrency.md)."""
 
+    @abstractmethod
+    def try_lock_blob(self, hash_hex: str) -> bool:
+        """`lock_blob` without waiting: False when another transaction holds it (the garbage
+        collector skips such a blob rather than make a put wait, or deadlock with it)."""
+
     def lock_schema(self) -> None:
         """Serialize migrations between processes (a write transaction is enough on SQLite)."""
 

@@ -51,6 +51,10 @@ class PostgresTransaction(Transaction):
     def lock_blob(self, hash_hex: str) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (blob_lock_key(hash_hex),))
 
+    def try_lock_blob(self, hash_hex: str) -> bool:
+        row = self.connection.execute("select pg_try_advisory_xact_lock(%s) as locked", (blob_lock_key(hash_hex),)).fetchone()
+        return bool(row["locked"])
+
     def lock_schema(self) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
 

@@ -65,6 +65,18 @@ MIGRATIONS: list[list[str]] = [
             primary key (object_id, owner)
         )""",
     ],
+    # 2: rows the garbage collector failed on, retried with backoff (docs/schema.md)
+    [
+        """create table gc_failures (
+            pass text not null,
+            item text not null,
+            attempts integer not null,
+            error text not null,
+            failed_at {float} not null,
+            retry_after {float} not null,
+            primary key (pass, item)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
