@@ -1,0 +1,74 @@
+"""Run benchmark suites and write bench-results/<suite>.json. Started by scripts/bench.
+
+A suite is a module with `run(args) -> dict` returning {"parameters": ..., "groups": [...]}
+(see common.group_record); register it in SUITES and give its options a group below.
+Data is written under bench-results/work/ (the disk under test), removed afterwards.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import common
+import put
+
+SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "put": put.run,
+}
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark assetfs beside standard tools on the same disk. " + common.RATIO_NOTE,
+    )
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES),
+                        help="suite to run; repeatable (default: every suite)")
+    parser.add_argument("--repeat", type=positive_int, default=5, metavar="N",
+                        help="timed runs of each contender; the median is reported (default: 5)")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before each timed run (needs root); "
+                             "by default the sources are read into it first")
+    put_options = parser.add_argument_group("put suite")
+    put_options.add_argument("--size", type=common.parse_size, default=1 << 30,
+                             help="size of the big file, e.g. 64M (default: 1G = 1 GiB)")
+    put_options.add_argument("--files", type=positive_int, default=10_000, metavar="N",
+                             help="number of 4 KiB files (default: 10000)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cold and os.geteuid() != 0:
+        print("bench: --cold drops the page cache, which needs root", file=sys.stderr)
+        return 2
+    for name in args.suite or SUITES:
+        shutil.rmtree(common.WORK_DIR, ignore_errors=True)  # left over by an interrupted run
+        common.WORK_DIR.mkdir(parents=True)
+        machine = common.machine(common.WORK_DIR)
+        print(f"bench: running suite {name}", file=sys.stderr)
+        try:
+            result = SUITES[name](args)
+        except common.BenchError as error:
+            print(f"bench: suite {name} failed: {error}", file=sys.stderr)
+            return 1
+        finally:
+            shutil.rmtree(common.WORK_DIR)
+        machine["load_average_at_end"] = common.load_average()
+        finished_at = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        common.write_results(name, {"suite": name, "finished_at": finished_at, "machine": machine, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
