@@ -11,6 +11,7 @@ blobs are installed and removed only under the blob lock.
 import errno
 import fcntl
 import itertools
+import mmap
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,9 +24,19 @@ import blake3
 from cas.errors import StoreError
 
 CHUNK = 4 * 1024 * 1024
+PREFIX_SIZE = 64 * 1024  # compared with a stored blob before hashing a whole file against it
 HEAD_SIZE = 8192  # bytes kept for content-type sniffing
 BLOB_MODE = 0o444
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS); fails elsewhere
+
+
+@dataclass(frozen=True)
+class KnownContent:
+    """Content found to be stored already: a put of it needs no staged copy."""
+
+    hash: str
+    size: int
+    head: bytes
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,30 @@ class BlobTree:
             raise
         os.close(fd)
         return StagedFile(path=path, hash=hash_hex, size=size, head=head)
+
+    def match_stored(self, fd: int, size: int, candidates: list[str]) -> KnownContent | None:
+        """The stored blob, among `candidates` (hashes of blobs of `size` bytes), whose content
+        the file `fd` has; None when there is none.
+
+        The file's first bytes are compared with each candidate first; only when one matches
+        is the whole file hashed (mapped, hashed on every core), without copying it anywhere.
+        """
+        prefix = os.pread(fd, PREFIX_SIZE, 0)
+        matching = {hash_hex for hash_hex in candidates if self._blob_prefix(hash_hex, len(prefix)) == prefix}
+        if not matching:
+            return None
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+            hasher.update(mapped)
+        hash_hex = hasher.hexdigest()
+        return KnownContent(hash=hash_hex, size=size, head=prefix[:HEAD_SIZE]) if hash_hex in matching else None
+
+    def _blob_prefix(self, hash_hex: str, length: int) -> bytes | None:
+        try:
+            with open(self.blob_path(hash_hex), "rb") as blob:
+                return blob.read(length)
+        except OSError:
+            return None
 
     def make_durable(self, staged: StagedFile) -> None:
         try:

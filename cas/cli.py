@@ -172,9 +172,10 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
                                        filename=PurePosixPath(file_name).name if file_name else "stdin")
                 else:
                     with open(file, "rb") as stream:
-                        result = store.put(bucket, progress.CountingReader(stream, bar), name=file_name,
-                                           content_type=content_type, metadata=metadata, expires_at=expires_at,
-                                           filename=Path(file).name)
+                        reader = progress.CountingReader(stream, bar)
+                        result = store.put(bucket, reader, name=file_name, content_type=content_type,
+                                           metadata=metadata, expires_at=expires_at, filename=Path(file).name)
+                        reader.finish(result.object.size)
                 line = json.dumps(put_record(result)) if as_json else _put_line(result)
                 if show_bar:
                     click.echo("\r\033[K", nl=False, err=True)

@@ -14,14 +14,33 @@ def wanted(total_bytes: int, files: int) -> bool:
 
 
 class CountingReader:
-    """Wraps a binary stream and advances a progress bar by the bytes read through it."""
+    """Wraps a binary stream and advances a progress bar by the bytes read through it.
+
+    `tell`, `seek` and `fileno` pass through, so the store can see a regular file behind it
+    (and skip copying content it has already); `finish` accounts for bytes never read."""
 
     def __init__(self, stream: BinaryIO, bar: "click._termui_impl.ProgressBar") -> None:
         self.stream = stream
         self.bar = bar
+        self.counted = 0
 
     def readinto(self, buffer: memoryview) -> int:
         count = self.stream.readinto(buffer)
         if count:
+            self.counted += count
             self.bar.update(count)
         return count
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def finish(self, size: int) -> None:
+        if size > self.counted:
+            self.bar.update(size - self.counted)
+            self.counted = size

@@ -7,6 +7,7 @@ writes and the blob lock are described in docs/concurrency.md, which this module
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cas import names
-from cas.blobtree import BlobTree, StagedFile
+from cas.blobtree import BlobTree, KnownContent, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
@@ -29,6 +30,11 @@ from cas.validate import check_bucket, check_content_type, check_expiry, check_f
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm")
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
+KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more
+
+
+class _ContentGone(Exception):
+    """The blob a put without a staged copy relied on was removed before the put committed."""
 
 
 class Store:
@@ -111,33 +117,65 @@ class Store:
         if expires_at is not None:
             check_expiry(expires_at, time.time())
         owner = owner or names.Owner.current()
+
+        def commit(content: StagedFile | KnownContent) -> PutResult:
+            object_id = new_object_id()
+            detected = content_type or detect_content_type(content.head, filename)
+            result = self.catalog.run(
+                lambda tx: self._commit_put(
+                    tx, bucket, content, object_id, parts, detected, metadata, expires_at, filename, owner
+                )
+            )
+            crash_point("put:committed")
+            return result
+
         with _opened(source) as (stream, source_name):
             filename = filename or (parts[-1] if parts else source_name) or "upload"
             check_filename(filename)
             if parts:
                 self.catalog.run(lambda tx: names.check_target(tx, bucket, parts), write=False)
+            known = self._stored_copy_of(stream)
+            if known is not None:
+                try:
+                    return commit(known)
+                except _ContentGone:
+                    stream.seek(0)  # swept meanwhile: store it after all
             staged = self.tree.stage(stream)
         try:
             crash_point("put:staged")
             if self.tree.blob_size(staged.hash) != staged.size:
                 self.tree.make_durable(staged)  # before taking the lock: it may take a while
                 crash_point("put:durable")
-            object_id = new_object_id()
-            detected = content_type or detect_content_type(staged.head, filename)
-            result = self.catalog.run(
-                lambda tx: self._commit_put(
-                    tx, bucket, staged, object_id, parts, detected, metadata, expires_at, filename, owner
-                )
-            )
-            crash_point("put:committed")
-            return result
+            return commit(staged)
         finally:
             self.tree.discard(staged)
 
+    def _stored_copy_of(self, stream: BinaryIO) -> KnownContent | None:
+        """For a large regular file read from its start: the stored blob with its content, if
+        one exists. Content already stored is then only hashed, never copied (docs/concurrency.md)."""
+        try:
+            if stream.tell() != 0:
+                return None
+            fd = stream.fileno()
+            size = os.fstat(fd).st_size
+        except (AttributeError, OSError, ValueError):
+            return None  # a pipe or another stream: no size to match, no going back
+        if size < KNOWN_CONTENT_MIN_SIZE:
+            return None
+        candidates = self.catalog.run(
+            lambda tx: [row["hash"] for row in tx.all(
+                "select hash from blobs where size = :size limit :limit", {"size": size, "limit": 16})],
+            write=False,
+        )
+        return self.tree.match_stored(fd, size, candidates) if candidates else None
+
     def _commit_put(
-        self, tx: Transaction, bucket: str, staged: StagedFile, object_id: str, parts: list[str] | None,
-        content_type: str, metadata: dict[str, str], expires_at: float | None, filename: str, owner: names.Owner,
+        self, tx: Transaction, bucket: str, staged: StagedFile | KnownContent, object_id: str,
+        parts: list[str] | None, content_type: str, metadata: dict[str, str], expires_at: float | None,
+        filename: str, owner: names.Owner,
     ) -> PutResult:
+        """The put's transaction. With KnownContent (nothing staged), a blob that is no longer
+        there raises _ContentGone, and the caller stages the content after all."""
         tx.lock_blob(staged.hash)
         now = time.time()
         names.ensure_bucket(tx, bucket, now, owner)
@@ -155,6 +193,8 @@ class Store:
                 {"bucket": bucket, "hash": staged.hash, "expires_at": expires_at},
             )
         if self.tree.blob_size(staged.hash) != staged.size:
+            if isinstance(staged, KnownContent):
+                raise _ContentGone()
             self.tree.make_durable(staged)
             self.tree.install_blob(staged)
             crash_point("put:blob-installed")

@@ -77,6 +77,10 @@ MIGRATIONS: list[list[str]] = [
             primary key (pass, item)
         )""",
     ],
+    # 3: find blobs of a given size (a put of a file already stored skips staging it)
+    [
+        "create index blobs_size on blobs (size)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
