@@ -8,6 +8,8 @@ Nothing here touches the catalog. The caller decides when these steps run (docs/
 blobs are installed and removed only under the blob lock.
 """
 
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import itertools
@@ -24,6 +26,7 @@ import blake3
 from cas.errors import StoreError
 
 CHUNK = 4 * 1024 * 1024
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 PREFIX_SIZE = 64 * 1024  # compared with a stored blob before hashing a whole file against it
 HEAD_SIZE = 8192  # bytes kept for content-type sniffing
 BLOB_MODE = 0o444
@@ -108,8 +111,46 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     return size, hasher.hexdigest(), head
 
 
-def fsync_dir(path: Path) -> None:
+def _syncfs(path: Path) -> None:
+    """Flush everything of the filesystem that holds `path` (syncfs(2)): one journal commit
+    for any number of files, where an fsync each would cost one commit per file."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
+
+
+class PendingSync:
+    """Files and folders whose new content or entries must reach the disk before the catalog
+    commit that refers to them. A few are fsynced one by one; more at once, with one syncfs."""
+
+    SYNCFS_ABOVE = 8
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: set[Path] = set()
+
+    def add(self, path: Path) -> None:
+        self.paths.add(path)
+
+    def flush(self) -> None:
+        try:
+            if len(self.paths) > self.SYNCFS_ABOVE:
+                _syncfs(self.root)
+            else:
+                for path in sorted(self.paths):
+                    fsync_path(path)
+        except OSError as error:
+            raise _storage_error(error, "flushing to disk failed") from None
+        self.paths.clear()
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes its new entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -198,18 +239,17 @@ class BlobTree:
         except OSError:
             return None
 
-    def make_durable(self, staged: StagedFile) -> None:
-        try:
-            fd = os.open(staged.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as error:
-            raise _storage_error(error, "flushing the staged file failed") from None
+    def make_durable(self, *staged: StagedFile) -> None:
+        """Flush staged files to disk (one fsync each, or one syncfs for many)."""
+        pending = PendingSync(self.root)
+        for one in staged:
+            pending.add(one.path)
+        pending.flush()
 
-    def discard(self, staged: StagedFile) -> None:
-        staged.path.unlink(missing_ok=True)
+    def discard(self, content: "StagedFile | KnownContent") -> None:
+        """Remove a staged copy (content found stored already has none)."""
+        if isinstance(content, StagedFile):
+            content.path.unlink(missing_ok=True)
 
     # blobs ---------------------------------------------------------------------------------
 
@@ -220,12 +260,13 @@ class BlobTree:
         except FileNotFoundError:
             return None
 
-    def install_blob(self, staged: StagedFile) -> bool:
+    def install_blob(self, staged: StagedFile, pending: PendingSync | None = None) -> bool:
         """Make the staged (durable) file the blob for its hash. Caller holds the blob lock.
 
         Returns True when the blob file was created or repaired, False when a good one was
         there already. A blob of the wrong size is damage: the staged copy replaces it. The
         staged file is moved, not linked, so no stray link to the blob remains in tmp/.
+        The shard folder is fsynced now, or added to `pending` for the caller to flush.
         """
         target = self.blob_path(staged.hash)
         try:
@@ -237,7 +278,10 @@ class BlobTree:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staged.path, target)  # no other writer: the caller holds the blob lock
-            fsync_dir(target.parent)
+            if pending is None:
+                fsync_path(target.parent)
+            else:
+                pending.add(target.parent)
         except OSError as error:
             raise _storage_error(error, "installing the blob failed") from None
         return True
@@ -252,11 +296,12 @@ class BlobTree:
 
     # aliases -------------------------------------------------------------------------------
 
-    def make_alias(self, hash_hex: str, bucket: str, object_id: str, filename: str) -> str:
+    def make_alias(self, hash_hex: str, bucket: str, object_id: str, filename: str,
+                   pending: PendingSync | None = None) -> str:
         """Create the object's alias: a hardlink to its blob, or a copy when links run out.
 
-        Returns "link" or "copy". The alias directory is fsynced, so a committed object's
-        alias survives a crash.
+        Returns "link" or "copy". The alias folders are fsynced (now, or by the caller through
+        `pending`), so a committed object's alias survives a crash.
         """
         blob = self.blob_path(hash_hex)
         alias = self.alias_path(bucket, object_id, filename)
@@ -272,8 +317,12 @@ class BlobTree:
                     raise
                 self.copy_blob_to(blob, alias)
                 kind = "copy"
-            fsync_dir(alias.parent)
-            fsync_dir(alias.parent.parent)
+            if pending is None:
+                fsync_path(alias.parent)
+                fsync_path(alias.parent.parent)
+            else:
+                pending.add(alias.parent)
+                pending.add(alias.parent.parent)
         except OSError as error:
             raise _storage_error(error, "creating the object's alias failed") from None
         return kind

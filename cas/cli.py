@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,7 +20,7 @@ from cas.durations import parse_duration
 from cas.errors import AssetfsError, BadInput, NotFound
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo, PutResult, iso_time
-from cas.store import Store
+from cas.store import PutRequest, Store
 from cas.validate import check_bucket, split_name
 
 DEFAULT_STORE = "./assetfs-data"
@@ -164,22 +164,26 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
         _check_names(store, bucket, files_list, names_list)
         show_bar = progress.wanted(total, len(files_list))
         with click.progressbar(length=total, label="storing", file=sys.stderr, hidden=not show_bar) as bar:
-            for file, file_name in zip(files_list, names_list):
-                if file == "-":
-                    source = progress.CountingReader(sys.stdin.buffer, bar)
-                    result = store.put(bucket, source, name=file_name, content_type=content_type,
-                                       metadata=metadata, expires_at=expires_at,
-                                       filename=PurePosixPath(file_name).name if file_name else "stdin")
-                else:
+
+            def requests() -> Iterator[PutRequest]:
+                """One request per file, opened only while the store reads it."""
+                for file, file_name in zip(files_list, names_list):
+                    if file == "-":
+                        filename = PurePosixPath(file_name).name if file_name else "stdin"
+                        yield PutRequest(progress.CountingReader(sys.stdin.buffer, bar), file_name, filename)
+                        continue
                     with open(file, "rb") as stream:
                         reader = progress.CountingReader(stream, bar)
-                        result = store.put(bucket, reader, name=file_name, content_type=content_type,
-                                           metadata=metadata, expires_at=expires_at, filename=Path(file).name)
-                        reader.finish(result.object.size)
-                line = json.dumps(put_record(result)) if as_json else _put_line(result)
+                        yield PutRequest(reader, file_name, Path(file).name)
+                        reader.finish(os.fstat(stream.fileno()).st_size)  # content found stored is not read
+
+            def show(result: PutResult) -> None:
                 if show_bar:
                     click.echo("\r\033[K", nl=False, err=True)
-                click.echo(line)
+                click.echo(json.dumps(put_record(result)) if as_json else _put_line(result))
+
+            store.put_many(bucket, requests(), content_type=content_type, metadata=metadata,
+                           expires_at=expires_at, on_result=show)
 
 
 # reading -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 import blake3
 
-from cas.blobtree import fsync_dir
+from cas.blobtree import fsync_path
 from cas.catalog import Transaction
 from cas.faults import crash_point
 from cas.store import ZERO_ID, Store
@@ -156,7 +156,7 @@ class Checker:
                     continue
                 blob.parent.mkdir(parents=True, exist_ok=True)
                 self.tree.copy_blob_to(alias, blob)
-                fsync_dir(blob.parent)
+                fsync_path(blob.parent)
                 for user in users:
                     self.relink_alias(user)
                 return True

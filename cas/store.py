@@ -10,13 +10,14 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from cas import names
-from cas.blobtree import BlobTree, KnownContent, StagedFile
+from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
@@ -31,6 +32,41 @@ STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
 KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more
+
+
+BATCH_FILES = 256
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PutRequest:
+    """One file of a `put_many`: where its content comes from, and what to call it."""
+
+    source: str | Path | BinaryIO
+    name: str | None = None  # the name in the bucket's tree, if any
+    filename: str | None = None  # the alias's file name (default: from the name or the source)
+
+
+@dataclass(frozen=True)
+class _PutSettings:
+    """What every file of one put_many shares."""
+
+    bucket: str
+    metadata: dict[str, str]
+    content_type: str | None
+    expires_at: float | None
+    owner: names.Owner
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A checked request with its content staged (or found stored), waiting for its commit."""
+
+    content: StagedFile | KnownContent
+    parts: list[str] | None
+    filename: str
+    content_type: str
+    object_id: str  # chosen before the transaction, so a retried one reuses the alias
 
 
 class _ContentGone(Exception):
@@ -109,46 +145,109 @@ class Store:
         returned instead of a new one. With `name`, `<bucket>/<name>` refers to the object
         afterwards. Every argument is checked before anything is written.
         """
+        [result] = self.put_many(bucket, [PutRequest(source, name, filename)], content_type=content_type,
+                                 metadata=metadata, expires_at=expires_at, owner=owner)
+        return result
+
+    def put_many(
+        self,
+        bucket: str,
+        requests: Iterable[PutRequest],
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        expires_at: float | None = None,
+        owner: names.Owner | None = None,
+        on_result: Callable[[PutResult], None] | None = None,
+    ) -> list[PutResult]:
+        """Store several files in `bucket`, as `put` does each; results in request order.
+
+        Files are committed in batches (up to BATCH_FILES files or BATCH_BYTES bytes): one
+        flush to disk and one transaction per batch instead of one per file. A large file
+        whose content is stored already is committed on its own, without being copied.
+        `on_result` hears of each result as its batch commits. A bad request stops the run
+        with an error: the batches committed before it stay, nothing after it is stored.
+        """
         check_bucket(bucket)
-        parts = split_name(name) if name is not None else None
-        metadata = dict(check_metadata({} if metadata is None else metadata))
-        if content_type is not None:
-            check_content_type(content_type)
-        if expires_at is not None:
-            check_expiry(expires_at, time.time())
-        owner = owner or names.Owner.current()
+        settings = _PutSettings(
+            bucket=bucket,
+            metadata=dict(check_metadata({} if metadata is None else metadata)),
+            content_type=None if content_type is None else check_content_type(content_type),
+            expires_at=None if expires_at is None else check_expiry(expires_at, time.time()),
+            owner=owner or names.Owner.current(),
+        )
+        results: list[PutResult] = []
 
-        def commit(content: StagedFile | KnownContent) -> PutResult:
-            object_id = new_object_id()
-            detected = content_type or detect_content_type(content.head, filename)
-            result = self.catalog.run(
-                lambda tx: self._commit_put(
-                    tx, bucket, content, object_id, parts, detected, metadata, expires_at, filename, owner
-                )
-            )
-            crash_point("put:committed")
-            return result
+        def commit(batch: list[_Prepared]) -> None:
+            for result in self._commit_batch(batch, settings):
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+            batch.clear()
 
-        with _opened(source) as (stream, source_name):
-            filename = filename or (parts[-1] if parts else source_name) or "upload"
+        batch: list[_Prepared] = []
+        try:
+            for request in requests:
+                prepared = self._prepare(request, settings)
+                if isinstance(prepared.content, KnownContent):
+                    commit(batch)
+                    try:
+                        commit([prepared])
+                        continue
+                    except _ContentGone:  # swept meanwhile: store it after all
+                        prepared = self._prepare(request, settings, look_for_stored=False)
+                batch.append(prepared)
+                if len(batch) >= BATCH_FILES or sum(item.content.size for item in batch) >= BATCH_BYTES:
+                    commit(batch)
+            commit(batch)
+        finally:
+            for prepared in batch:
+                self.tree.discard(prepared.content)
+        return results
+
+    def _prepare(self, request: PutRequest, settings: "_PutSettings", look_for_stored: bool = True) -> "_Prepared":
+        """Check one request and stage its content (or find it stored already)."""
+        parts = split_name(request.name) if request.name is not None else None
+        with _opened(request.source) as (stream, source_name):
+            filename = request.filename or (parts[-1] if parts else source_name) or "upload"
             check_filename(filename)
             if parts:
-                self.catalog.run(lambda tx: names.check_target(tx, bucket, parts), write=False)
-            known = self._stored_copy_of(stream)
-            if known is not None:
-                try:
-                    return commit(known)
-                except _ContentGone:
-                    stream.seek(0)  # swept meanwhile: store it after all
-            staged = self.tree.stage(stream)
+                self.catalog.run(lambda tx: names.check_target(tx, settings.bucket, parts), write=False)
+            content = self._stored_copy_of(stream) if look_for_stored else None
+            if content is None:
+                content = self.tree.stage(stream)
+                crash_point("put:staged")
+        content_type = settings.content_type or detect_content_type(content.head, filename)
+        return _Prepared(content, parts, filename, content_type, new_object_id())
+
+    def _commit_batch(self, batch: list["_Prepared"], settings: "_PutSettings") -> list[PutResult]:
+        """Flush the batch's new content, then commit its objects in one transaction, taking
+        the blob locks in hash order (so two batches never wait on each other in a cycle)."""
+        if not batch:
+            return []
         try:
-            crash_point("put:staged")
-            if self.tree.blob_size(staged.hash) != staged.size:
-                self.tree.make_durable(staged)  # before taking the lock: it may take a while
+            new = [item.content for item in batch
+                   if isinstance(item.content, StagedFile) and self.tree.blob_size(item.content.hash) != item.content.size]
+            if new:
+                self.tree.make_durable(*new)  # before taking the lock: it may take a while
                 crash_point("put:durable")
-            return commit(staged)
+            pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
+
+            def commit(tx: Transaction) -> list[PutResult]:
+                done = {}
+                for index, item in sorted(enumerate(batch), key=lambda pair: pair[1].content.hash):
+                    done[index] = self._commit_put(
+                        tx, settings.bucket, item.content, item.object_id, item.parts, item.content_type,
+                        settings.metadata, settings.expires_at, item.filename, settings.owner, pending)
+                pending.flush()
+                crash_point("put:before-commit")
+                return [done[index] for index in range(len(batch))]
+
+            results = self.catalog.run(commit)
+            crash_point("put:committed")
+            return results
         finally:
-            self.tree.discard(staged)
+            for item in batch:
+                self.tree.discard(item.content)
 
     def _stored_copy_of(self, stream: BinaryIO) -> KnownContent | None:
         """For a large regular file read from its start: the stored blob with its content, if
@@ -172,7 +271,7 @@ class Store:
     def _commit_put(
         self, tx: Transaction, bucket: str, staged: StagedFile | KnownContent, object_id: str,
         parts: list[str] | None, content_type: str, metadata: dict[str, str], expires_at: float | None,
-        filename: str, owner: names.Owner,
+        filename: str, owner: names.Owner, pending: PendingSync | None = None,
     ) -> PutResult:
         """The put's transaction. With KnownContent (nothing staged), a blob that is no longer
         there raises _ContentGone, and the caller stages the content after all."""
@@ -196,11 +295,11 @@ class Store:
             if isinstance(staged, KnownContent):
                 raise _ContentGone()
             self.tree.make_durable(staged)
-            self.tree.install_blob(staged)
+            self.tree.install_blob(staged, pending)
             crash_point("put:blob-installed")
             self._relink_aliases(tx, staged.hash)
         if existing is None:
-            self.tree.make_alias(staged.hash, bucket, object_id, filename)
+            self.tree.make_alias(staged.hash, bucket, object_id, filename, pending)
             crash_point("put:alias-made")
             tx.execute(
                 "insert into objects (id, bucket, hash, size, content_type, filename, metadata, created_at, "
@@ -216,7 +315,6 @@ class Store:
             replaced = names.bind(tx, bucket, parts, object_id, now, owner)
             if replaced is not None and replaced != object_id:
                 _touch(tx, replaced, now)
-        crash_point("put:before-commit")
         row = tx.one("select * from objects where id = :id", {"id": object_id})
         info = ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
         return PutResult(object=info, deduplicated=existing is not None, name="/".join(parts) if parts else None)
