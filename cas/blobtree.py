@@ -16,6 +16,7 @@ import itertools
 import mmap
 import os
 import tempfile
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,13 @@ class KnownContent:
     head: bytes
 
 
-@dataclass(frozen=True)
+@dataclass
 class StagedFile:
     path: Path
     hash: str
     size: int
     head: bytes  # the first bytes, for content-type sniffing without reading the data again
+    durable: bool = False  # flushed to disk (make_durable)
 
 
 class _SourceError(Exception):
@@ -77,6 +79,17 @@ def _write_all(fd: int, chunk: memoryview) -> None:
         written += os.write(fd, chunk[written:])
 
 
+_buffers = threading.local()
+
+
+def _thread_buffers() -> list[memoryview]:
+    """Two CHUNK-sized buffers per thread, made once: allocating 8 MiB for each small put
+    would cost more than the put itself."""
+    if not hasattr(_buffers, "pair"):
+        _buffers.pair = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))]
+    return _buffers.pair
+
+
 def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     """Copy `source` into `fd` and hash it: (size, hash, first bytes).
 
@@ -84,7 +97,7 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     written; two buffers take turns, and a buffer is refilled only once its hash is done.
     """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buffers = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))]
+    buffers = _thread_buffers()
     chunk = _fill(source, buffers[0])
     head = bytes(chunk[:HEAD_SIZE])
     if len(chunk) < CHUNK:  # all of it fits in one chunk: nothing to overlap
@@ -240,11 +253,14 @@ class BlobTree:
             return None
 
     def make_durable(self, *staged: StagedFile) -> None:
-        """Flush staged files to disk (one fsync each, or one syncfs for many)."""
+        """Flush staged files to disk (one fsync each, or one syncfs for many), once."""
         pending = PendingSync(self.root)
         for one in staged:
-            pending.add(one.path)
+            if not one.durable:
+                pending.add(one.path)
         pending.flush()
+        for one in staged:
+            one.durable = True
 
     def discard(self, content: "StagedFile | KnownContent") -> None:
         """Remove a staged copy (content found stored already has none)."""
