@@ -390,7 +390,7 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
 
 
 
-def seal_staged(path: Path, head_size: int = 8192, hash_hex: str | None = None) -> StagedFile:
+def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
     """Hash a file that was written in tmp/ (by the mount) and make it read-only, ready to be
     installed as a blob like one that `BlobTree.stage` produced. Its writer has closed it.
     `hash_hex`: the content's hash when the writer computed it already (then it is not read)."""
@@ -402,7 +402,7 @@ def seal_staged(path: Path, head_size: int = 8192, hash_hex: str | None = None) 
                 hasher.update_mmap(path)
             hash_hex = hasher.hexdigest()
         with open(path, "rb") as stream:
-            head = stream.read(head_size)
+            head = stream.read(HEAD_SIZE)
         os.chmod(path, BLOB_MODE)
     except OSError as error:
         raise _storage_error(error, "hashing the staged file failed") from None
