@@ -6,6 +6,7 @@ ratio = speed of the row / speed of the column's contender, so > 1 means the row
 """
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +171,21 @@ def goal(text: str, value: float, minimum: float, unit: str) -> dict[str, Any]:
     return {"goal": text, "value": round(value, 3), "minimum": minimum, "unit": unit, "met": value >= minimum}
 
 
+def goal_at_most(text: str, value: float, maximum: float, unit: str) -> dict[str, Any]:
+    return {"goal": text, "value": round(value, 3), "maximum": maximum, "unit": unit, "met": value <= maximum}
+
+
+def load_suite(name: str) -> ModuleType:
+    """The suite module `<name>.py` of this folder, loaded by path: `import gc` would give the
+    interpreter's built-in gc module, which always wins over a file of that name."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def group_record(group: Group, goals: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [
         {
@@ -227,11 +244,18 @@ def format_result(suite: str, result: dict[str, Any]) -> str:
         RATIO_NOTE,
     ]
     for group in result["groups"]:
-        lines += ["", group["title"], *_table(group)]
+        # a group is either contenders timed by `measure` (rows), or a suite's own table
+        table = _cells(group["table"]) if "table" in group else _table(group)
+        lines += ["", group["title"], *table, *(f"  {note}" for note in group.get("notes", []))]
         for check in group["goals"]:
-            verdict = "met" if check["met"] else "NOT MET"
+            verdict = "MET" if check["met"] else "NOT MET"
             lines.append(f"  goal: {check['goal']}: {verdict} ({check['value']} {check['unit']})")
     return "\n".join(lines)
+
+
+def _cells(table: dict[str, Any]) -> list[str]:
+    """A suite's own table: {"header": [...], "rows": [[...], ...]}, cells already text."""
+    return _aligned(table["header"], table["rows"])
 
 
 def _table(group: dict[str, Any]) -> list[str]:
@@ -246,6 +270,10 @@ def _table(group: dict[str, Any]) -> list[str]:
         ]
         for row in group["rows"]
     ]
+    return _aligned(header, body)
+
+
+def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
     return [
         "  " + "  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)

@@ -3,6 +3,8 @@
 # Source this file from a bash script that runs with `set -euo pipefail`, then call:
 #   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
 #   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
+#   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
+#                            pyproject.toml when MODULE does not import (after ensure_venv)
 #   ensure_postgres          start (or create) the PostgreSQL cluster, the `assetfs` role
 #                            and the `assetfs_test` database
 #   ensure_postgres_database NAME   another database owned by `assetfs` (after ensure_postgres)
@@ -106,6 +108,22 @@ ensure_venv() {
     fi
     echo "$want" >"$stamp"
     setup_say "venv installed (.venv, pip install -e '.[test]')"
+}
+
+ensure_venv_extra() {
+    local extra="$1" module="$2"
+    if "$ASSETFS_VENV/bin/python" -c "import $module" 2>/dev/null; then
+        setup_say "venv has the '$extra' extra ($module)"
+        return 0
+    fi
+    local log="$ASSETFS_VENV/pip-install-$extra.log"
+    if ! (cd "$ASSETFS_ROOT" &&
+          "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
+              --no-input -e ".[test,$extra]") >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        setup_die "pip install -e '.[test,$extra]' failed (full log: $log)"
+    fi
+    setup_say "venv installed the '$extra' extra (pip install -e '.[test,$extra]')"
 }
 
 # psql as the postgres superuser over the local socket.
