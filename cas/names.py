@@ -159,6 +159,8 @@ def names_of(tx: Transaction, object_ids: list[str]) -> dict[str, list[str]]:
 def unbind_object(tx: Transaction, object_id: str) -> str:
     """Remove every name of an object; returns them (with owner, mode, xattrs) as JSON for restore."""
     nodes = {row["id"]: row for row in tx.all("select * from nodes where object_id = :id", {"id": object_id})}
+    if not nodes:
+        return "[]"  # most objects the collector purges have no name: skip the path query
     records = [
         {"path": row["path"], "mode": node["mode"], "uid": node["uid"], "gid": node["gid"], "xattrs": node["xattrs"]}
         for row in _name_rows(tx, [object_id])
