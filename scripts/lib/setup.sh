@@ -99,15 +99,20 @@ ensure_venv() {
         return 0
     fi
 
-    local log="$ASSETFS_VENV/pip-install.log"
-    if ! (cd "$ASSETFS_ROOT" &&
-          "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
-              --no-input -e '.[test]') >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        setup_die "pip install -e '.[test]' failed (full log: $log)"
-    fi
+    pip_install_project test "$ASSETFS_VENV/pip-install.log"
     echo "$want" >"$stamp"
     setup_say "venv installed (.venv, pip install -e '.[test]')"
+}
+
+# pip install -e '.[EXTRAS]' into .venv, quietly; on failure show the log's tail and stop.
+pip_install_project() {
+    local extras="$1" log="$2"
+    if ! (cd "$ASSETFS_ROOT" &&
+          "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
+              --no-input -e ".[$extras]") >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        setup_die "pip install -e '.[$extras]' failed (full log: $log)"
+    fi
 }
 
 ensure_venv_extra() {
@@ -116,13 +121,7 @@ ensure_venv_extra() {
         setup_say "venv has the '$extra' extra ($module)"
         return 0
     fi
-    local log="$ASSETFS_VENV/pip-install-$extra.log"
-    if ! (cd "$ASSETFS_ROOT" &&
-          "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
-              --no-input -e ".[test,$extra]") >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        setup_die "pip install -e '.[test,$extra]' failed (full log: $log)"
-    fi
+    pip_install_project "test,$extra" "$ASSETFS_VENV/pip-install-$extra.log"
     setup_say "venv installed the '$extra' extra (pip install -e '.[test,$extra]')"
 }
 
