@@ -16,7 +16,7 @@ def wanted(total_bytes: int, files: int) -> bool:
 class CountingReader:
     """Wraps a binary stream and advances a progress bar by the bytes read through it.
 
-    `tell`, `seek` and `fileno` pass through, so the store can see a regular file behind it
+    `tell` and `fileno` pass through, so the store can see a regular file behind it
     (and skip copying content it has already); `finish` accounts for bytes never read."""
 
     def __init__(self, stream: BinaryIO, bar: "click._termui_impl.ProgressBar") -> None:
@@ -33,9 +33,6 @@ class CountingReader:
 
     def tell(self) -> int:
         return self.stream.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.stream.seek(offset, whence)
 
     def fileno(self) -> int:
         return self.stream.fileno()
