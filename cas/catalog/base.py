@@ -51,8 +51,14 @@ class Catalog(ABC):
     dialect: str
 
     @abstractmethod
-    def transaction(self, write: bool = False) -> AbstractContextManager[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> AbstractContextManager[Transaction]:
         """A transaction; `write=True` for any that may change rows or blob files.
+
+        `durable=False` commits without waiting for the disk: the change is atomic and
+        ordered like any other, survives the process being killed, and becomes durable with
+        the next durable commit or `sync` (on a power loss it may be lost, together with
+        everything committed after it). The mount's changes to names are committed this
+        way, as a local filesystem's are (docs/concurrency.md, "Durability").
 
         The body may run again when the database reports a conflict it resolves by retrying
         (deadlock, busy): callers use `run` for that, which retries the whole function.
@@ -68,11 +74,16 @@ class Catalog(ABC):
     def describe(self) -> str:
         """Where the catalog lives, without secrets: for messages and `assetfs stats`."""
 
-    def run(self, work: Callable[["Transaction"], T], write: bool = True, attempts: int = 8) -> T:
+    @abstractmethod
+    def sync(self) -> None:
+        """Make every transaction committed so far durable (those with `durable=False` too)."""
+
+    def run(self, work: Callable[["Transaction"], T], write: bool = True, attempts: int = 8,
+            durable: bool = True) -> T:
         """Run `work(tx)` in a transaction, again from the start if the database asks to retry."""
         for attempt in range(attempts):
             try:
-                with self.transaction(write=write) as tx:
+                with self.transaction(write=write, durable=durable) as tx:
                     return work(tx)
             except Exception as error:
                 if attempt + 1 == attempts or not self.is_retryable(error):

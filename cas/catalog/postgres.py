@@ -81,10 +81,18 @@ class PostgresCatalog(Catalog):
         migrate(self)
 
     @contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
         with self.pool.connection() as connection:
             with connection.transaction():
+                if write and not durable:
+                    connection.execute("set local synchronous_commit = off")
                 yield PostgresTransaction(connection)
+
+    def sync(self) -> None:
+        """A synchronous commit flushes the server's WAL up to it, so every asynchronous
+        commit before it too; `txid_current()` makes sure there is a commit record to wait for."""
+        with self.transaction(write=True) as tx:
+            tx.value("select txid_current()")
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))

@@ -1,10 +1,12 @@
-"""The embedded catalog: a SQLite database in the store (WAL, synchronous=FULL).
+"""The embedded catalog: a SQLite database in the store (WAL, synchronous=FULL, or NORMAL
+for a transaction that need not be durable at once).
 
 One connection per thread. Write transactions start with BEGIN IMMEDIATE, which takes the
 database's write lock at once: that lock is the blob lock (docs/concurrency.md), so any two
 write transactions, in this process or another, never interleave.
 """
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -72,17 +74,24 @@ class SqliteCatalog(Catalog):
         return connection
 
     @contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
         connection = self._connection()
+        relaxed = write and not durable
         try:
-            connection.execute("begin immediate" if write else "begin")
+            if relaxed:  # WAL with synchronous=normal: the commit appends to the WAL without fsync
+                connection.execute("pragma synchronous = normal")
             try:
-                yield SqliteTransaction(connection)
-                connection.execute("commit")
-            except BaseException:
-                if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
-                    connection.execute("rollback")
-                raise
+                connection.execute("begin immediate" if write else "begin")
+                try:
+                    yield SqliteTransaction(connection)
+                    connection.execute("commit")
+                except BaseException:
+                    if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+                        connection.execute("rollback")
+                    raise
+            finally:
+                if relaxed:
+                    connection.execute("pragma synchronous = full")
         except sqlite3.OperationalError as error:
             if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
                 raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made") from None
@@ -90,6 +99,18 @@ class SqliteCatalog(Catalog):
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def sync(self) -> None:
+        """Commits without fsync left their frames in the WAL file: flushing it makes them
+        durable (frames a checkpoint already copied were flushed by that checkpoint)."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:
