@@ -5,7 +5,8 @@ Catalog → disk: every live or trashed object has its blob (present, recorded s
 when the blob ran out of links). Disk → catalog: files in blobs/, objects/ and tmp/ that no
 row explains are orphans (what a crash leaves behind); they are only touched once older than
 the orphan grace, since a put in flight has files without a committed row. Finally each
-blob's link count must be 1 + the aliases that link to it.
+blob's link count must be 1 + the aliases that link to it. Files closed in a mount that was
+killed before it committed them are reported, and `--repair` commits them.
 
 Repairs never lose data: a blob is rebuilt only from a copy whose content hashes right, and
 an orphan is removed under the blob lock after re-checking that no row appeared.
@@ -26,6 +27,7 @@ from cas.blobtree import fsync_path
 from cas.catalog import Transaction
 from cas.faults import crash_point
 from cas.store import ZERO_ID, Store
+from cas.writeback import abandoned_journals, is_journal, recover
 
 HASH_NAME = re.compile(r"[0-9a-f]{64}")
 ORPHAN_KINDS = {"orphan_blob", "orphan_alias", "orphan_staging"}
@@ -307,9 +309,32 @@ class Checker:
                                              row["id"])
                         self.remove_stray(found, Path(inner.path))
 
+    def check_journals(self) -> None:
+        """Files closed in a mount that ended before committing them (cas/writeback.py);
+        `--repair` commits them, as the next mount would. A running mount's are its own."""
+        for journal in abandoned_journals(self.tree.tmp):
+            entries = journal.entries()
+            if not self.repair:
+                journal.release()
+                if entries:
+                    self.problem("uncommitted_closed", journal.folder,
+                                 f"{len(entries)} files closed in a mount that ended, not committed yet")
+                continue
+            found = self.problem("uncommitted_closed", journal.folder,
+                                 f"{len(entries)} files closed in a mount that ended, not committed yet")
+            _, failed = recover(self.store, journal)
+            if failed:
+                found.not_repaired = f"{failed} of them could not be committed (see the log)"
+            else:
+                found.repaired = True
+            if not entries:
+                self.report.problems.remove(found)  # an empty journal: nothing was wrong
+
     def check_staging(self) -> None:
         for entry in os.scandir(self.tree.tmp):
             path = Path(entry.path)
+            if is_journal(path):
+                continue  # check_journals
             if not self.is_young(path):
                 found = self.problem("orphan_staging", path, "a staging file left by an interrupted write")
                 self.remove_stray(found, path)
@@ -376,6 +401,7 @@ def _is_uuid(text: str) -> bool:
 def check_store(store: Store, verify_content: bool = False, repair: bool = False,
                 orphan_grace: float = 3600.0) -> Report:
     checker = Checker(store, verify_content, repair, orphan_grace)
+    checker.check_journals()
     checker.check_objects()
     checker.check_blob_rows()
     checker.check_disk()

@@ -69,6 +69,17 @@ class _Prepared:
     object_id: str  # chosen before the transaction, so a retried one reuses the alias
 
 
+@dataclass(frozen=True)
+class StagedWrite:
+    """A file written through the mount: its staged copy (sealed by `blobtree.seal_staged`),
+    the named-tree file node whose content it becomes, and the node's mtime when it was
+    closed (kept unless the node's attributes changed after that)."""
+
+    staged: StagedFile
+    node: int
+    mtime: float
+
+
 class _ContentGone(Exception):
     """The blob a put without a staged copy relied on was removed before the put committed."""
 
@@ -326,33 +337,44 @@ class Store:
             alias.unlink(missing_ok=True)
             self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
 
-    def put_staged(self, bucket: str, staged: StagedFile, node: int, filename: str, mtime: float,
-                   owner: names.Owner | None = None) -> PutResult | None:
-        """Commit a file the mount wrote into tmp/ (sealed by `blobtree.seal_staged`) as an
-        object of `bucket`, and make named-tree file `node` refer to it.
+    def put_staged_many(self, writes: list[StagedWrite], owner: names.Owner | None = None) -> list[PutResult | None]:
+        """Commit files the mount wrote (docs/concurrency.md, "Write-behind"): each becomes an
+        object of its node's bucket, named like the node, and the content of that node.
 
-        Same order and blob lock as `put`; the staged file is consumed (installed or removed).
-        Returns None, storing nothing, when the node was deleted meanwhile.
+        One flush and one transaction for all, blob locks in hash order, otherwise the order
+        of `put`. A write whose node has no name left (removed while its file was open or
+        waiting) stores nothing: its result is None. The staged files are consumed (installed
+        or removed) whatever happens; the caller keeps its own link to retry with.
         """
-        check_bucket(bucket)
-        check_filename(filename)
         owner = owner or names.Owner.current()
         try:
-            if self.tree.blob_size(staged.hash) != staged.size:
-                self.tree.make_durable(staged)
-            object_id = new_object_id()
-            content_type = detect_content_type(staged.head, filename)
+            new = [write.staged for write in writes if self.tree.blob_size(write.staged.hash) != write.staged.size]
+            if new:
+                self.tree.make_durable(*new)
+            object_ids = [new_object_id() for _ in writes]
+            pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
 
-            def commit(tx: Transaction) -> PutResult | None:
-                if names.node_attrs(tx, node) is None:
-                    return None
-                result = self._commit_put(tx, bucket, staged, object_id, None, content_type, {}, None, filename, owner)
-                names.rebind_node(tx, node, result.object.id, mtime, time.time())
-                return result
+            def commit(tx: Transaction) -> list[PutResult | None]:
+                results: list[PutResult | None] = [None] * len(writes)
+                for index, write in sorted(enumerate(writes), key=lambda pair: pair[1].staged.hash):
+                    node = names.node_attrs(tx, write.node)
+                    filename = names.node_name(tx, write.node)
+                    if node is None or filename is None:
+                        continue
+                    content_type = detect_content_type(write.staged.head, filename)
+                    result = self._commit_put(tx, node["bucket"], write.staged, object_ids[index], None,
+                                              content_type, {}, None, filename, owner, pending)
+                    # an mtime set after the file was closed (rsync sets it then) wins over the close's
+                    mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
+                    names.rebind_node(tx, write.node, result.object.id, mtime, time.time())
+                    results[index] = result
+                pending.flush()
+                return results
 
             return self.catalog.run(commit)
         finally:
-            self.tree.discard(staged)
+            for write in writes:
+                self.tree.discard(write.staged)
 
     # reading -------------------------------------------------------------------------------
 

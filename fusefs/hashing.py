@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import blake3
 
 MAX_QUEUED = 16  # updates of one file waiting for the hashing thread before a write waits too
+INLINE_MAX = 64 * 1024  # a write this small is hashed at once: handing it over costs more
 
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash")
 
@@ -38,6 +39,9 @@ class SequentialHash:
             self.broken = True
             return
         self.length += len(data)
+        if len(data) <= INLINE_MAX and not self._queued:
+            self._hasher.update(data)
+            return
         self._queued.append(_hashing.submit(self._hasher.update, data))
         while len(self._queued) > MAX_QUEUED:
             self._queued.popleft().result()

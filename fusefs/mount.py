@@ -26,9 +26,11 @@ import trio
 from casgc.runner import Collector
 from cas.errors import BadInput, StoreError
 from cas.store import Store
+from cas.writeback import Journal, recover_all
 from fusefs.errors import inject_fault
 from fusefs.operations import Operations
 from fusefs.readahead import READ_AHEAD_KIB, raise_read_ahead
+from fusefs.writebehind import WriteBehind
 
 log = logging.getLogger("assetfs.mount")
 FSNAME = "assetfs"
@@ -163,27 +165,35 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
     """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
     _fault_from_environment()
     with Store.open(store_root) as store:
-        operations = Operations(store, read_only=options.read_only)
         if not options.read_only:
-            dropped = operations.view.drop_unlinked_nodes()
-            if dropped:
-                log.info("deleted %d nodes without a name left by an earlier mount", dropped)
+            committed, failed = recover_all(store)
+            if committed or failed:
+                log.info("committed %d files closed in a mount that ended (%d failed)", committed, failed)
         fuse_options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
         if options.read_only:
             fuse_options.add("ro")
         if options.allow_other:
             fuse_options.add("allow_other")
+        writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
+        operations = Operations(store, writebehind, read_only=options.read_only)
         try:
+            if not options.read_only:
+                dropped = operations.view.drop_unlinked_nodes()
+                if dropped:
+                    log.info("deleted %d nodes without a name left by an earlier mount", dropped)
             pyfuse3.init(operations, str(mountpoint), fuse_options)
-        except RuntimeError as error:
-            raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
+        except BaseException as error:
+            writebehind.journal.close()
+            if isinstance(error, RuntimeError):
+                raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
+            raise
         log.info("mounted %s at %s", store_root, mountpoint)
         collector = Collector(store) if options.gc else None
         try:
             if collector is not None:
                 collector.start()
                 log.info("garbage collector running every %ss", store.config.gc.interval)
-            trio.run(_main, mountpoint, ready)
+            trio.run(_main, mountpoint, ready, operations)
         finally:
             if collector is not None:
                 collector.stop()
@@ -192,9 +202,11 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
             log.info("unmounted %s", mountpoint)
 
 
-async def _main(mountpoint: Path, ready: Callable[[], None]) -> None:
+async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal)
+        nursery.start_soon(operations.writebehind.run)
+        nursery.start_soon(operations.contents.run)
         nursery.start_soon(_when_serving, mountpoint, ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
@@ -229,6 +241,7 @@ def umount(mountpoint: Path) -> None:
     path = Path(os.path.abspath(mountpoint))
     if mounted_at(path) is None:
         raise BadInput(f"nothing is mounted at {path}")
+    _commit_closed_files(path)
     result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
@@ -236,3 +249,20 @@ def umount(mountpoint: Path) -> None:
             raise StoreError(f"{path} is busy: close the files and shells using it, then run 'assetfs umount {path}' "
                              "again (or 'fusermount3 -uz' to detach it lazily)")
         raise StoreError(f"cannot unmount {path}: {detail}")
+
+
+def _commit_closed_files(path: Path) -> None:
+    """fsync of the mount's root waits for the files closed so far to be committed, so what
+    the user copied in is in the catalog when `umount` returns (not only once the daemon
+    exits). A dead daemon, or commits that fail, do not stop the unmount: the journal keeps
+    those files for the next mount."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        log.warning("some files closed in %s could not be committed yet: %s", path, error.strerror)
+    finally:
+        os.close(fd)

@@ -19,11 +19,14 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyfuse3
 import trio
 
 from cas import names
+from cas.blobtree import new_staging_file
+from cas.catalog.base import Row
 from cas.errors import NotFound
 from cas.store import Store
 from fusefs import listing
@@ -31,6 +34,7 @@ from fusefs.errors import fail, handler
 from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectFile, Root, Trash,
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
+from fusefs.writebehind import WriteBehind
 from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
 from fusefs.xattrs import lookup_name, object_xattrs, user_name
 
@@ -61,13 +65,14 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, store: Store, read_only: bool = False) -> None:
+    def __init__(self, store: Store, writebehind: WriteBehind, read_only: bool = False) -> None:
         super().__init__()
         self.store = store
         self.view = StoreView(store)
         self.read_only = read_only
         self.inodes = InodeTable()
-        self.contents = OpenContents(store)
+        self.writebehind = writebehind
+        self.contents = OpenContents(store, writebehind, self.content_idle)
         self.handles: dict[int, ObjectHandle | NamedHandle | listing.DirHandle] = {}
         self.next_handle = 1
         self.unlinked: set[int] = set()  # nodes without a name, deleted when the kernel forgets them
@@ -151,6 +156,13 @@ class Operations(pyfuse3.Operations):
         if self.inodes.known(NODE_BASE + node) or self.contents.get(node) is not None:
             self.unlinked.add(node)
         else:
+            await self.thread(self.view.delete_node, node)
+
+    async def content_idle(self, node: int) -> None:
+        """A node's content was dropped: delete the node if it has no name left and the
+        kernel forgot it."""
+        if node in self.unlinked and not self.inodes.known(NODE_BASE + node):
+            self.unlinked.discard(node)
             await self.thread(self.view.delete_node, node)
 
     async def names_removed(self, entries: list[Entry]) -> None:
@@ -240,11 +252,11 @@ class Operations(pyfuse3.Operations):
 
     async def truncate(self, node: int, length: int) -> None:
         row = await self.named_file(NamedNode(node))
-        content = self.contents.acquire(node, row["bucket"], row["hash"], row["size"] or 0, row["mtime"])
+        content = self.contents.acquire(node, row["hash"], row["size"] or 0, row["mtime"])
         try:
             await content.truncate(length)
         finally:
-            await self.contents.release(content)  # commits unless a handle keeps it open
+            await self.contents.release(content)  # closes the copy unless a handle keeps it open
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -376,11 +388,20 @@ class Operations(pyfuse3.Operations):
         parent = self.key(parent_inode)
         text = _new_name(name, parent)
         folder = self.writable_folder(parent)
-        row = await self.thread(self.view.create, folder, text, False, _permissions(mode, ctx), _owner(ctx))
-        content = self.contents.acquire(row["id"], row["bucket"], None, 0, row["mtime"])
-        await content.truncate(0)  # staged and empty: the first flush stores an (empty) object
+        row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx))
+        content = self.contents.acquire(row["id"], None, 0, row["mtime"])
+        content.start_empty(fd, path)  # staged and empty: the first close stores an (empty) object
         fh = self.new_handle(NamedHandle(content, writable=True))
         return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
+
+    def _create_file(self, folder: Folder, name: str, mode: int, owner: names.Owner) -> tuple[Row, int, Path]:
+        fd, path = new_staging_file(self.store.tree.tmp)
+        try:
+            return self.view.create(folder, name, False, mode, owner), fd, path
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -395,7 +416,7 @@ class Operations(pyfuse3.Operations):
             fd = await self.thread(os.open, self.view.blob_path(info.hash), os.O_RDONLY)
             return pyfuse3.FileInfo(fh=self.new_handle(ObjectHandle(fd)), keep_cache=True)
         row = await self.named_file(key)
-        content = self.contents.acquire(row["id"], row["bucket"], row["hash"], row["size"] or 0, row["mtime"])
+        content = self.contents.acquire(row["id"], row["hash"], row["size"] or 0, row["mtime"])
         try:
             if writable and flags & os.O_TRUNC:
                 await content.truncate(0)
@@ -421,15 +442,30 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def flush(self, fh: int) -> None:
+        """close(): the written copy goes to the write-behind, which commits it shortly."""
         handle = self.handles.get(fh)
         if isinstance(handle, NamedHandle) and handle.writable:
-            await handle.content.commit()
+            await handle.content.close_staged(self.writebehind)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
+        """Durable before it returns: the file's content committed (fsynced blob, durable
+        transaction), and its names and attributes with it."""
         handle = self.handles.get(fh)
-        if isinstance(handle, NamedHandle) and handle.writable:
-            await handle.content.commit()  # a commit is durable: fsynced blob, committed row
+        if isinstance(handle, NamedHandle):
+            if handle.writable:
+                await handle.content.close_staged(self.writebehind)
+            await handle.content.wait_committed(self.writebehind)
+        await self.thread(self.store.catalog.sync)
+
+    @handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        """Durable before it returns: every file closed so far committed, every name change
+        made so far (the mount commits those without waiting for the disk)."""
+        failed = await self.writebehind.drain()
+        if failed:
+            raise fail(errno.EIO)
+        await self.thread(self.store.catalog.sync)
 
     @handler
     async def release(self, fh: int) -> None:
@@ -437,11 +473,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(handle, ObjectHandle):
             await self.thread(os.close, handle.fd)
         elif isinstance(handle, NamedHandle):
-            node = handle.content.node
             await self.contents.release(handle.content)
-            if node in self.unlinked and self.contents.get(node) is None and not self.inodes.known(NODE_BASE + node):
-                self.unlinked.discard(node)
-                await self.thread(self.view.delete_node, node)
 
     # extended attributes -------------------------------------------------------------------
 
@@ -490,6 +522,9 @@ class Operations(pyfuse3.Operations):
             if isinstance(handle, ObjectHandle):
                 os.close(handle.fd)
         self.handles.clear()
+        left = self.writebehind.finish()
+        if left:
+            log.error("%d closed files are not committed; the next mount commits them", left)
         self.contents.close_all()
         for node in sorted(self.unlinked):
             try:

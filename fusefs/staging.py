@@ -1,35 +1,40 @@
 """The content of named files while they are open: the committed blob, or a staged copy.
 
-One `NodeContent` per named file node that is open (shared by all its handles), so every
-reader sees every writer's bytes and `getattr` sees the size being written. It is *clean*
-(reads come from the blob of the object the node refers to) until the first write or
-truncate, which copies the blob into a staging file in <store>/tmp (copy-on-write: blobs are
-never opened for writing). A commit — on flush (close) or fsync of a writable handle, or
-right after a path-based truncate — hashes the staged file and stores it through
-`Store.put_staged`, which installs it as a blob (or drops it on a dedup hit), makes the node
-refer to the new object and touches the old one; the content is clean again. Later writes
-copy again. Writes that arrive in order are hashed as they come (`fusefs.hashing`), so the
-commit of a file written front to back does not read it again.
+One `NodeContent` per named file node that is open or waiting for its commit (shared by all
+its handles), so every reader sees every writer's bytes and `getattr` sees the size being
+written. It is *clean* (reads come from the blob of the object the node refers to) until the
+first write or truncate, which copies the newest content into a staging file in <store>/tmp
+(copy-on-write: blobs are never opened for writing). On close (flush) of a writable handle,
+or when the last user of a node truncated by path is done, the staged copy is *closed*: handed
+to the write-behind (`fusefs.writebehind`), which commits it in the background through
+`Store.put_staged_many` (installed as a blob or dropped on a dedup hit; the node then refers
+to the new object and the old one is touched). Until then its fd stays open and serves reads,
+and a new write copies from it. Writes that arrive in order are hashed as they come
+(`fusefs.hashing`), so the commit of a file written front to back does not read it again.
 
-A per-node trio lock orders the steps: a commit never runs while a write is between its
+A per-node trio lock orders the steps: a close never runs while a write is between its
 copy and its pwrite, and fds are never closed under a running pread.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
+import math
 import os
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from cas.blobtree import FICLONE, new_staging_file, seal_staged
+from cas.blobtree import FICLONE, new_staging_file
 from cas.store import Store
+from cas.writeback import Outcome
 from fusefs.hashing import SequentialHash
+from fusefs.writebehind import Pending, WriteBehind
 
-log = logging.getLogger("assetfs.mount")
+LINGER_S = 2.0  # longer than the kernel keeps a named file's attributes (operations.SHORT)
 
 
 def _copy_file(source: int, target: int, size: int) -> None:
@@ -49,16 +54,27 @@ def _copy_file(source: int, target: int, size: int) -> None:
         offset += copied
 
 
+@dataclass(eq=False)
+class ClosedVersion:
+    """A closed staged copy waiting for its commit; its fd serves reads meanwhile."""
+
+    fd: int
+    size: int
+    pending: Pending
+
+
 class NodeContent:
-    def __init__(self, store: Store, node: int, bucket: str, hash_hex: str | None, size: int, mtime: float) -> None:
-        self.store = store
+    def __init__(self, contents: OpenContents, node: int, hash_hex: str | None, size: int, mtime: float) -> None:
+        self.contents = contents
+        self.store = contents.store
         self.node = node
-        self.bucket = bucket
         self.hash = hash_hex  # the committed content (None: the node has no object yet: empty)
-        self.size = size
+        self.size = size  # of the newest content: staged, closed or committed
         self.mtime = mtime
         self.lock = trio.Lock()
         self.users = 0  # open handles, plus running path-based truncates
+        self.closed: list[ClosedVersion] = []  # oldest first
+        self.committed_at = -math.inf  # trio clock
         self._blob_fd: int | None = None
         self._staged_fd: int | None = None
         self._staged_path: Path | None = None
@@ -68,11 +84,16 @@ class NodeContent:
     def dirty(self) -> bool:
         return self._staged_fd is not None
 
+    @property
+    def idle(self) -> bool:
+        """No user, nothing staged, nothing waiting: the content can be dropped."""
+        return self.users == 0 and self._staged_fd is None and not self.closed
+
     # reading and writing -------------------------------------------------------------------
 
     async def read(self, offset: int, size: int) -> bytes:
         async with self.lock:
-            fd = self._staged_fd if self._staged_fd is not None else await self._open_blob()
+            fd = await self._newest_fd()
             if fd is None:
                 return b""
             return await trio.to_thread.run_sync(os.pread, fd, size, offset)
@@ -93,7 +114,17 @@ class NodeContent:
             self.size = length
             self.mtime = time.time()
 
-    async def _open_blob(self) -> int | None:
+    def start_empty(self, fd: int, path: Path) -> None:
+        """A new file (create): its staged copy is this empty file, made with the node."""
+        self._staged_fd, self._staged_path = fd, path
+        self._hash = SequentialHash()
+        self.size = 0
+
+    async def _newest_fd(self) -> int | None:
+        if self._staged_fd is not None:
+            return self._staged_fd
+        if self.closed:
+            return self.closed[-1].fd
         if self._blob_fd is None and self.hash is not None:
             path = self.store.tree.blob_path(self.hash)
             self._blob_fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
@@ -103,7 +134,7 @@ class NodeContent:
         """The staged copy's fd, making it (copy-on-write) on the first change."""
         if self._staged_fd is not None:
             return self._staged_fd
-        source = await self._open_blob() if copy else None
+        source = await self._newest_fd() if copy else None
         self._hash = SequentialHash(broken=source is not None and self.size > 0)  # copy-on-write
 
         def make() -> tuple[int, Path]:
@@ -120,54 +151,38 @@ class NodeContent:
         self._staged_fd, self._staged_path = await trio.to_thread.run_sync(make)
         return self._staged_fd
 
-    # committing ----------------------------------------------------------------------------
+    # closing and committing ----------------------------------------------------------------
 
-    async def commit(self) -> None:
-        """Store the staged copy as the node's new object, durably; nothing when clean.
-
-        On failure the staged bytes are dropped (the error reaches close() or fsync()) and the
-        node keeps the object it had.
-        """
+    async def close_staged(self, writebehind: WriteBehind) -> None:
+        """Hand the staged copy, if any, to the write-behind; the content is clean again."""
         async with self.lock:
-            if self._staged_fd is None:
+            if self._staged_fd is None or self._staged_path is None:
                 return
-            fd, path = self._staged_fd, self._staged_path
+            size, hashing = self.size, self._hash
+            pending = writebehind.submit(self._staged_path, self.node, self.mtime, size,
+                                         lambda: hashing.hex_digest(size), self._committed)
+            self.closed.append(ClosedVersion(self._staged_fd, size, pending))
             self._staged_fd = self._staged_path = None
-            try:
-                new_hash, new_size = await trio.to_thread.run_sync(self._commit, fd, path)
-            except BaseException:
-                self.size = await trio.to_thread.run_sync(self._committed_size)
-                raise
-            if new_hash != self.hash:
+
+    async def _committed(self, pending: Pending, outcome: Outcome) -> None:
+        """The write-behind's report on one of this content's closed versions."""
+        if isinstance(outcome, Exception):
+            return  # retried later; its version keeps serving reads
+        async with self.lock:
+            version = next(version for version in self.closed if version.pending is pending)
+            self.closed.remove(version)
+            os.close(version.fd)
+            if outcome is not None and outcome.object.hash != self.hash:
                 self._close_blob()
-                self.hash = new_hash
-            self.size = new_size
+                self.hash = outcome.object.hash
+            self.committed_at = trio.current_time()
+        await self.contents.settled(self)
 
-    def _commit(self, fd: int, path: Path) -> tuple[str | None, int]:
-        try:
-            os.close(fd)
-            name = self._name()
-            if name is None:  # every name was removed while open: the bytes go with them
-                path.unlink(missing_ok=True)
-                return self.hash, self.size
-            staged = seal_staged(path, hash_hex=self._hash.hex_digest(os.stat(path).st_size))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        result = self.store.put_staged(self.bucket, staged, self.node, name, self.mtime)
-        if result is None:
-            return self.hash, self.size
-        return staged.hash, staged.size
-
-    def _name(self) -> str | None:
-        from cas import names
-
-        return self.store.catalog.run(lambda tx: names.node_name(tx, self.node), write=False)
-
-    def _committed_size(self) -> int:
-        if self.hash is None:
-            return 0
-        return self.store.tree.blob_size(self.hash) or 0
+    async def wait_committed(self, writebehind: WriteBehind) -> None:
+        """Until every closed version is committed (fsync); OSError(EIO) if one fails."""
+        failed = await writebehind.settle([version.pending for version in self.closed])
+        if failed:
+            raise OSError(errno.EIO, f"the commit of node {self.node} failed: {failed[0].outcome}")
 
     # closing -------------------------------------------------------------------------------
 
@@ -177,8 +192,12 @@ class NodeContent:
             self._blob_fd = None
 
     def close(self) -> None:
-        """Release the fds (after the last user; a dirty copy is dropped, commit first)."""
+        """Release the fds; a staged copy still open is dropped (closed versions are in the
+        journal, which the write-behind or the next mount commits)."""
         self._close_blob()
+        for version in self.closed:
+            os.close(version.fd)
+        self.closed.clear()
         if self._staged_fd is not None:
             os.close(self._staged_fd)
             self._staged_fd = None
@@ -205,36 +224,67 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
 
 
 class OpenContents:
-    """The `NodeContent` of every named file that is open, by node id."""
+    """The `NodeContent` of every named file that is open or waiting for its commit, by node.
 
-    def __init__(self, store: Store) -> None:
+    A content whose commit just finished lingers for LINGER_S before it is dropped: a lookup
+    or getattr that read the node's row in a worker thread just before the commit must not
+    hand the kernel the size of the content before it (while the content is here, its size
+    and mtime win over the row's). `on_idle(node)` runs when a node's content is dropped
+    (the mount then deletes a node that lost its last name).
+    """
+
+    def __init__(self, store: Store, writebehind: WriteBehind, on_idle: Callable[[int], Awaitable[None]]) -> None:
         self.store = store
+        self.writebehind = writebehind
+        self.on_idle = on_idle
         self._by_node: dict[int, NodeContent] = {}
+        self._lingering: set[NodeContent] = set()
 
     def get(self, node: int) -> NodeContent | None:
         return self._by_node.get(node)
 
-    def acquire(self, node: int, bucket: str, hash_hex: str | None, size: int, mtime: float) -> NodeContent:
+    def acquire(self, node: int, hash_hex: str | None, size: int, mtime: float) -> NodeContent:
         content = self._by_node.get(node)
         if content is None:
-            content = NodeContent(self.store, node, bucket, hash_hex, size, mtime)
+            content = NodeContent(self, node, hash_hex, size, mtime)
             self._by_node[node] = content
         content.users += 1
         return content
 
     async def release(self, content: NodeContent) -> None:
-        """One user less; the last one commits what is left and closes the fds."""
+        """One user less; the last one closes what is staged."""
         content.users -= 1
         if content.users > 0:
             return
         try:
-            await content.commit()
+            await content.close_staged(self.writebehind)
         finally:
-            if content.users == 0 and self._by_node.get(content.node) is content:
-                del self._by_node[content.node]
-                content.close()
+            await self.settled(content)
+
+    async def settled(self, content: NodeContent) -> None:
+        """Drop the content once nothing uses it or waits in it (and it is done lingering)."""
+        if not content.idle or self._by_node.get(content.node) is not content:
+            return
+        if trio.current_time() < content.committed_at + LINGER_S:
+            self._lingering.add(content)
+            return
+        self._lingering.discard(content)
+        del self._by_node[content.node]
+        content.close()
+        await self.on_idle(content.node)
+
+    async def run(self) -> None:
+        """Drop the contents that are done lingering, until cancelled."""
+        while True:
+            await trio.sleep(LINGER_S / 2)
+            for content in list(self._lingering):
+                if content.idle:
+                    await self.settled(content)
+                else:
+                    self._lingering.discard(content)
 
     def close_all(self) -> None:
         for content in self._by_node.values():
             content.close()
         self._by_node.clear()
+        self._lingering.clear()

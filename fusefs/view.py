@@ -103,7 +103,9 @@ class StoreView:
         self.started = started or time.time()
 
     def run(self, work, write: bool = False):
-        return self.store.catalog.run(work, write=write)
+        """Changes to names are committed without waiting for the disk, as a local
+        filesystem's are; fsync makes them durable (docs/concurrency.md, "Durability")."""
+        return self.store.catalog.run(work, write=write, durable=False)
 
     # virtual folders -----------------------------------------------------------------------
 

@@ -10,11 +10,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cas.store import Store
 from conftest import ASSETFS, run_cli
 from fusefs.mount import mounted_at
 
@@ -30,6 +33,22 @@ class Mount:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def settle(self) -> None:
+        """fsync of the mount's root waits until the files closed so far are committed (the
+        mount commits them in the background): then the catalog shows them."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        """The store, once the files closed through the mount so far are committed."""
+        self.settle()
+        with Store.open(self.store_root) as store:
+            yield store
 
 
 def start_mount(store_root: Path, mountpoint: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> Mount:

@@ -78,7 +78,7 @@ def test_object_file_reads_like_cat_with_metadata_in_xattrs(mounted: Mount, tmp_
     info = path.stat()
     assert info.st_size == 1_000_000 and oct(info.st_mode & 0o777) == oct(0o444)
     dump = run("getfattr", "-d", path)
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         stored = store.get(object_id)
     for line in (f'user.assetfs.id="{object_id}"', 'user.assetfs.bucket="photos"', f'user.assetfs.hash="{stored.hash}"',
                  'user.assetfs.size="1000000"', f'user.assetfs.content_type="{stored.content_type}"',
@@ -138,7 +138,7 @@ def test_cp_r_copies_files_as_deduplicated_objects(mounted: Mount, source_tree: 
     (mounted.path / "photos").mkdir()
     run("cp", "-r", source_tree, mounted.path / "photos" / "first")
     assert run("diff", "-r", source_tree, mounted.path / "photos" / "first") == ""
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         objects = count(store, "objects")
         names = {name for info in store.list("photos") for name in info.names}
     blobs = blob_files(mounted.store_root)
@@ -147,7 +147,7 @@ def test_cp_r_copies_files_as_deduplicated_objects(mounted: Mount, source_tree: 
     assert objects == len(files) and len(blobs) == len(files)
     run("cp", "-r", source_tree, mounted.path / "photos" / "second")
     assert blob_files(mounted.store_root) == blobs  # the same content again: no new blob
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert count(store, "objects") == objects  # and, within the bucket, no new object
 
 
@@ -188,7 +188,7 @@ def test_overwrite_append_truncate_behave_like_a_local_file(mounted: Mount, tmp_
         step(remote)
         assert remote.read_bytes() == local.read_bytes()
         assert remote.stat().st_size == local.stat().st_size
-        with Store.open(mounted.store_root) as store:
+        with mounted.store() as store:
             [info] = [info for info in store.list("photos") if "file.txt" in info.names]
         assert info.size == local.stat().st_size
 
@@ -205,13 +205,13 @@ def test_reads_see_writes_before_close_and_the_object_changes_on_close(mounted: 
     path = mounted.path / "photos" / "live.txt"
     (mounted.path / "photos").mkdir()
     path.write_text("old")
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         [old] = list(store.list("photos"))
     with open(path, "r+b") as writer:
         writer.write(b"new!")
         writer.flush()
         assert path.read_bytes() == b"new!"
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         [new] = [info for info in store.list("photos") if info.names == ["live.txt"]]
         assert new.id != old.id and store.get(old.id).names == []
         assert store.get(old.id).touched_at >= new.created_at - 1
@@ -237,7 +237,7 @@ def test_rename_over_a_file_hardlink_rm_rmdir(mounted: Mount) -> None:
     os.unlink(mounted.path / "photos" / "moved" / "c.txt")
     os.rmdir(mounted.path / "photos" / "moved")
     assert "moved" not in os.listdir(mounted.path / "photos")
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert all(info.names == [] for info in store.list("photos"))
         assert count(store, "entries") == 0
 
@@ -261,11 +261,11 @@ def test_chmod_chown_utime_and_xattrs_on_named_files(mounted: Mount) -> None:
 def test_mkdir_at_the_root_makes_a_bucket_and_rmdir_removes_an_empty_one(mounted: Mount) -> None:
     os.mkdir(mounted.path / "newbucket")
     assert "newbucket" in os.listdir(mounted.path)
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert "newbucket" in store.buckets()
     os.rmdir(mounted.path / "newbucket")
     assert "newbucket" not in os.listdir(mounted.path)
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert "newbucket" not in store.buckets()
 
 
@@ -277,7 +277,7 @@ def test_bad_input_gets_the_right_errno_and_changes_nothing(mounted: Mount, tmp_
     object_id = put(mounted.store_root, "photos", tmp_path / "x.txt")
     named = mounted.path / "photos" / "x.txt"
     object_file = mounted.path / "photos" / object_id / "x.txt"
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         before = snapshot(store)
     expect_errno({errno.ENAMETOOLONG}, lambda: open(mounted.path / "photos" / ("n" * 256), "w"))
     expect_errno({errno.ENAMETOOLONG}, lambda: os.mkdir(mounted.path / "photos" / ("é" * 128)))
@@ -293,7 +293,7 @@ def test_bad_input_gets_the_right_errno_and_changes_nothing(mounted: Mount, tmp_
     expect_errno({errno.ENOTSUP, errno.EPERM}, lambda: os.setxattr(named, "security.x", b"1"))
     expect_errno({errno.EINVAL}, lambda: os.mkdir(mounted.path / "Bad_Bucket"))
     expect_errno({errno.EPERM}, lambda: open(mounted.path / "file-at-root", "w"))
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert snapshot(store) == before
     assert named.read_text() == "x" and os.listxattr(named) == []
 

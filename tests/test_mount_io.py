@@ -93,6 +93,7 @@ def test_objects_written_in_any_order_have_their_contents_hash(mounted: Mount, t
         rewritten.write(data[::-1])
     expected["rewritten.bin"] = data[::-1]
 
+    mounted.settle()
     for name, content in expected.items():
         assert (folder / name).read_bytes() == content, name
         assert object_hash(mounted.store_root, name) == blake3.blake3(content).hexdigest(), name

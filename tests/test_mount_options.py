@@ -79,7 +79,7 @@ def test_allow_other_enforces_modes_and_root_chown_works(shared_mount: Mount) ->
     assert as_user(OTHER, "cat", private).stdout == "secret\n"
     assert as_user(OWNER, "cat", private).returncode != 0
     assert private.read_text() == "secret\n"
-    with Store.open(shared_mount.store_root) as store:
+    with shared_mount.store() as store:
         assert sorted(name for info in store.list("photos") for name in info.names) == [
             "shared/mine.txt", "shared/private.txt"]
 
@@ -144,7 +144,7 @@ def test_o_direct_opens_read_and_write(mounted: Mount, tmp_path: Path) -> None:
         return bytes(buffer[:count])
 
     assert read_direct(path) == data
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         [info] = list(store.list("photos"))
     assert read_direct(mounted.path / "photos" / info.id / "direct.bin") == data
     fd = os.open(path, os.O_RDWR | os.O_DIRECT)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cas.store import Store
 from mounting import Mount, expect_errno, run
 
 pytestmark = [
@@ -29,7 +28,7 @@ def write_named_file(mount: Mount) -> str:
     os.chmod(folder / "a.txt", 0o640)
     os.setxattr(folder / "a.txt", "user.colour", b"green")
     os.link(folder / "a.txt", folder / "b.txt")
-    with Store.open(mount.store_root) as store:
+    with mount.store() as store:
         [info] = list(store.list("photos"))
     assert info.names == ["docs/a.txt", "docs/b.txt"]
     return info.id
@@ -45,7 +44,7 @@ def test_rm_r_of_an_id_folder_trashes_the_object_and_mv_restores_it_with_its_nam
     assert not (bucket / "docs" / "a.txt").exists()  # no cached dentry still leads to them
     assert os.listdir(trash) == [object_id]
     assert (trash / object_id / "a.txt").read_text() == "keep me"
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert store.get_trashed(object_id).names == []
 
     run("mv", trash / object_id, f"{bucket}/")
@@ -55,7 +54,7 @@ def test_rm_r_of_an_id_folder_trashes_the_object_and_mv_restores_it_with_its_nam
     assert restored.read_text() == "keep me" and (bucket / "docs" / "b.txt").read_text() == "keep me"
     assert restored.stat().st_mode & 0o777 == 0o640
     assert os.getxattr(restored, "user.colour") == b"green"
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         info = store.get(object_id)
     assert info.deleted_at is None and info.names == ["docs/a.txt", "docs/b.txt"]
 
@@ -73,7 +72,7 @@ def test_the_id_view_refuses_every_other_change_and_changes_nothing(mounted: Mou
     expect_errno({errno.EPERM}, lambda: os.rename(trash / object_id, bucket / "docs" / "elsewhere"))
     os.mkdir(mounted.path / "fonts")
     expect_errno({errno.EPERM}, lambda: os.rename(trash / object_id, mounted.path / "fonts" / object_id))
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert store.get_trashed(object_id).deleted_at is not None
         assert list(store.list("photos")) == []
 
@@ -81,11 +80,12 @@ def test_the_id_view_refuses_every_other_change_and_changes_nothing(mounted: Mou
 def test_rm_r_of_a_whole_bucket_trashes_its_objects_and_keeps_the_bucket(mounted: Mount) -> None:
     write_named_file(mounted)
     (mounted.path / "photos" / "c.txt").write_text("other")
+    mounted.settle()  # both files committed: each has its object, in an id folder
     result = run_failing("rm", "-r", mounted.path / "photos")
     assert "Directory not empty" in result  # the bucket still holds its trash
     assert os.listdir(mounted.path / "photos") == []
     assert len(os.listdir(mounted.path / ".trash" / "photos")) == 2
-    with Store.open(mounted.store_root) as store:
+    with mounted.store() as store:
         assert list(store.list("photos")) == [] and len(list(store.list("photos", deleted=True))) == 2
 
 

@@ -1,0 +1,216 @@
+"""Files closed in a mount and not committed yet: the write-behind journal.
+
+A mount commits the files closed through it in batches, in the background
+(`fusefs/writebehind.py`), so `close()` waits for neither a flush nor a transaction. Until its
+batch commits, a closed file is recorded in the mount's journal folder,
+`<store>/tmp/closed-<mount id>/`, as its staged copy moved there and named
+`<seq>-<node>-<mtime in ns>`; the entry is removed only once the commit is done. The mount
+holds an exclusive flock on the folder while it runs. A mount that was killed leaves its
+folder behind, unlocked: the next mount, or `fsck --repair`, commits what it holds
+(`recover`), so nothing closed before the kill is lost. A file that was open and not closed
+is not in the journal: as on a local filesystem, what its last close or fsync left stays.
+
+Committing an entry links it to a fresh staging file, which the store installs as the blob
+(or removes on a dedup hit); the entry itself stays until the transaction committed, so a
+crash at any point leaves it to commit again. Of several entries for one node, only the
+newest is committed: the older ones were replaced by it before anyone could see them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cas.blobtree import StagedFile, seal_staged
+from cas.model import PutResult
+from cas.store import BATCH_FILES, StagedWrite, Store
+
+log = logging.getLogger("assetfs.writeback")
+
+JOURNAL_PREFIX = "closed-"
+
+
+@dataclass(frozen=True)
+class ClosedFile:
+    """One journal entry: the staged copy of a file closed in a mount."""
+
+    path: Path
+    seq: int
+    node: int
+    mtime: float
+
+    @classmethod
+    def parse(cls, path: Path) -> ClosedFile | None:
+        parts = path.name.split("-")
+        if len(parts) != 3 or not all(part.isdigit() for part in parts):
+            return None
+        return cls(path, int(parts[0]), int(parts[1]), int(parts[2]) / 1e9)
+
+
+Outcome = PutResult | None | Exception  # committed; nothing to commit (the node lost its names); failed
+
+
+class Journal:
+    """A mount's journal folder, locked (flock) by whoever holds this object."""
+
+    def __init__(self, folder: Path, lock_fd: int) -> None:
+        self.folder = folder
+        self._lock_fd = lock_fd
+        self._seq = max((entry.seq for entry in self.entries()), default=0)
+
+    @classmethod
+    def start(cls, tmp: Path) -> Journal:
+        """A new, empty journal for a mount that is starting. It is locked before it gets its
+        journal name, so no one takes it for the journal of a mount that ended."""
+        name = uuid.uuid4().hex
+        starting = tmp / f"starting-{name}"
+        starting.mkdir()
+        fd = os.open(starting, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = tmp / f"{JOURNAL_PREFIX}{name}"
+        os.rename(starting, folder)
+        return cls(folder, fd)
+
+    def record(self, staged: Path, node: int, mtime: float) -> ClosedFile:
+        """Move a closed file's staged copy into the journal."""
+        self._seq += 1
+        entry = ClosedFile(self.folder / f"{self._seq:012d}-{node}-{round(mtime * 1e9)}", self._seq, node, mtime)
+        os.rename(staged, entry.path)
+        return entry
+
+    def entries(self) -> list[ClosedFile]:
+        found = (ClosedFile.parse(Path(entry.path)) for entry in os.scandir(self.folder))
+        return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.seq)
+
+    def close(self) -> bool:
+        """Release the lock; remove the folder when it holds nothing. True when removed."""
+        try:
+            if self.entries():
+                return False
+            os.rmdir(self.folder)
+            return True
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Release the lock, leaving the folder as it is."""
+        os.close(self._lock_fd)
+
+
+def is_journal(path: Path) -> bool:
+    return path.name.startswith(JOURNAL_PREFIX) and path.is_dir()
+
+
+def take_abandoned(path: Path) -> Journal | None:
+    """The journal at `path` locked for the caller, if its mount is gone; None while it runs."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    try:
+        return Journal(path, fd)
+    except FileNotFoundError:  # recovered and removed by someone else just now
+        os.close(fd)
+        return None
+
+
+def abandoned_journals(tmp: Path) -> Iterator[Journal]:
+    """Each journal in tmp/ whose mount is gone, locked while the caller handles it."""
+    for entry in sorted(os.scandir(tmp), key=lambda entry: entry.name):
+        path = Path(entry.path)
+        if is_journal(path):
+            journal = take_abandoned(path)
+            if journal is not None:
+                yield journal
+
+
+def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> dict[ClosedFile, Outcome]:
+    """Commit journal entries (each with its content's hash when known) in one batch; when
+    the batch fails, one by one, so one bad entry does not hold back the others. Committed
+    entries (and the older entries of the same nodes) leave the journal."""
+    newest: dict[int, tuple[ClosedFile, str | None]] = {}
+    for entry, hash_hex in sorted(closed, key=lambda pair: pair[0].seq):
+        newest[entry.node] = (entry, hash_hex)
+    outcomes: dict[ClosedFile, Outcome] = {}
+    try:
+        results = _commit(store, list(newest.values()))
+    except Exception as error:
+        if len(newest) == 1:
+            results = [error]
+        else:
+            results = [_commit_one(store, item) for item in newest.values()]
+    for (entry, _), result in zip(newest.values(), results):
+        outcomes[entry] = result
+    for entry, _ in closed:
+        if entry not in outcomes:  # replaced by a newer entry of its node
+            outcomes[entry] = outcomes[newest[entry.node][0]]
+    for entry, outcome in outcomes.items():
+        if not isinstance(outcome, Exception):
+            entry.path.unlink(missing_ok=True)
+    return outcomes
+
+
+def _commit_one(store: Store, item: tuple[ClosedFile, str | None]) -> Outcome:
+    try:
+        return _commit(store, [item])[0]
+    except Exception as error:
+        return error
+
+
+def _commit(store: Store, items: list[tuple[ClosedFile, str | None]]) -> list[PutResult | None]:
+    writes: list[StagedWrite] = []
+    try:
+        for entry, hash_hex in items:
+            writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime))
+        return store.put_staged_many(writes)
+    except BaseException:
+        for write in writes:
+            store.tree.discard(write.staged)
+        raise
+
+
+def _staged_copy(store: Store, entry: ClosedFile, hash_hex: str | None) -> StagedFile:
+    """A second name for the entry's file in tmp/, sealed; the store consumes that name."""
+    path = store.tree.tmp / f"commit-{uuid.uuid4().hex}"
+    os.link(entry.path, path)
+    try:
+        return seal_staged(path, hash_hex=hash_hex)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def recover(store: Store, journal: Journal) -> tuple[int, int]:
+    """Commit every entry of an abandoned journal, then remove it: (committed, failed)."""
+    committed = failed = 0
+    entries = journal.entries()
+    for start in range(0, len(entries), BATCH_FILES):
+        batch = entries[start:start + BATCH_FILES]
+        for entry, outcome in commit_closed(store, [(entry, None) for entry in batch]).items():
+            if isinstance(outcome, Exception):
+                failed += 1
+                log.error("could not commit %s, closed in a mount that ended: %s", entry.path, outcome)
+            else:
+                committed += 1
+    journal.close()
+    return committed, failed
+
+
+def recover_all(store: Store) -> tuple[int, int]:
+    """Recover every abandoned journal of the store: (committed, failed)."""
+    committed = failed = 0
+    for journal in abandoned_journals(store.tree.tmp):
+        done, not_done = recover(store, journal)
+        committed, failed = committed + done, failed + not_done
+    return committed, failed
+

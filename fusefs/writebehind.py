@@ -1,0 +1,185 @@
+"""Write-behind: files closed in the mount are committed in batches, in the background.
+
+`close()` (FUSE flush) of a written file moves its staged copy into the mount's journal
+(`cas.writeback`) and queues it here; it does not wait for the commit. One trio task commits
+whatever is queued, all at once, in a worker thread: one flush and one transaction for up to
+BATCH_FILES files, while the next files are being written. So a sequential `cp -r` pays
+neither an fsync nor a transaction per file, and a killed daemon loses nothing that was
+closed (the next mount commits the journal).
+
+`fsync()` of a file waits for that file's commit; `fsync()` of a folder waits for every file
+closed before it (`drain`). A commit that fails is logged and retried with backoff, its file
+kept in the journal; an fsync waiting for it gets the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from cas.store import BATCH_BYTES, BATCH_FILES, Store
+from cas.writeback import ClosedFile, Journal, Outcome, commit_closed
+
+log = logging.getLogger("assetfs.mount")
+
+# a closed file waits this long for others to share its commit, unless someone waits for it
+# (tests set ASSETFS_WRITEBEHIND_GATHER_S to hold files in the journal until fsync or unmount)
+GATHER_S = float(os.environ.get("ASSETFS_WRITEBEHIND_GATHER_S", "0.1"))
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
+@dataclass(eq=False)
+class Pending:
+    """A closed file waiting for its commit."""
+
+    closed: ClosedFile
+    size: int
+    content_hash: Callable[[], str | None]  # computed while written, when it was (blocks: call in a thread)
+    on_done: Callable[[Pending, Outcome], Awaitable[None]]
+    attempted: trio.Event = field(default_factory=trio.Event)  # set after each attempt
+    outcome: Outcome | None = None  # of the last attempt
+    queued_at: float = 0.0
+    attempts: int = 0
+    retry_at: float = 0.0
+    finished: bool = False  # committed, or nothing to commit
+
+    async def wait(self) -> Outcome | None:
+        """The outcome of the next attempt (of the last one, once finished)."""
+        if not self.finished:
+            await self.attempted.wait()
+        return self.outcome
+
+
+class WriteBehind:
+    def __init__(self, store: Store, journal: Journal) -> None:
+        self.store = store
+        self.journal = journal
+        self.queue: list[Pending] = []
+        self.running: list[Pending] = []  # the batch being committed
+        self._wakeup = trio.Event()
+        self._hurry = False  # someone waits: commit what is ready without gathering more
+
+    def submit(self, staged: Path, node: int, mtime: float, size: int, content_hash: Callable[[], str | None],
+               on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
+        """Record a closed file in the journal (a rename in tmp/: on the trio thread, like the
+        other short metadata calls of a request) and queue its commit."""
+        closed = self.journal.record(staged, node, mtime)
+        pending = Pending(closed, size, content_hash, on_done, queued_at=trio.current_time())
+        self.queue.append(pending)
+        if len(self.queue) in (1, BATCH_FILES):  # a new due time
+            self._wakeup.set()
+        return pending
+
+    async def settle(self, waiting: list[Pending]) -> list[Pending]:
+        """Attempt these commits now (a failed one is not left to its backoff) and wait for
+        them; those that failed."""
+        for pending in waiting:
+            pending.retry_at = 0.0
+        self._hurry = True
+        self._wakeup.set()
+        failed = []
+        for pending in waiting:
+            if isinstance(await pending.wait(), Exception):
+                failed.append(pending)
+        return failed
+
+    async def drain(self) -> list[Pending]:
+        """`settle` every file closed so far."""
+        return await self.settle([*self.running, *self.queue])
+
+    async def run(self) -> None:
+        """Commit what is queued, batch after batch, until cancelled.
+
+        A batch holds the catalog's write lock while it commits, which on SQLite makes every
+        create in the mount wait: so files are gathered for GATHER_S (or until a batch is full,
+        or someone waits in fsync) rather than committed as soon as the last batch is done.
+        """
+        while True:
+            now = trio.current_time()
+            due = self._due(now)
+            if due > now:
+                with trio.move_on_at(due):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                continue
+            batch = self._next_batch(now)
+            self.running = batch
+            outcomes = await trio.to_thread.run_sync(self._commit, batch)  # not abandoned when cancelled
+            self.running = []
+            with trio.CancelScope(shield=True):  # an unmount does not lose track of a failed file
+                await self._finish(batch, outcomes, trio.current_time())
+
+    def _due(self, now: float) -> float:
+        """When the next batch should start."""
+        ready = [pending for pending in self.queue if pending.retry_at <= now]
+        if self._hurry or len(ready) >= BATCH_FILES:
+            self._hurry = False
+            return now if ready else min((pending.retry_at for pending in self.queue), default=math.inf)
+        first_retry = min((pending.retry_at for pending in self.queue if pending.retry_at > now), default=math.inf)
+        first_gathered = min((pending.queued_at + GATHER_S for pending in ready), default=math.inf)
+        return min(first_retry, first_gathered)
+
+    def _next_batch(self, now: float) -> list[Pending]:
+        """Files due, up to the batch limits, with every other queued file of their nodes:
+        the newest of a node is committed and the older ones go with it (never after it)."""
+        nodes: set[int] = set()
+        size = 0
+        for pending in self.queue:
+            if pending.retry_at > now or pending.closed.node in nodes:
+                continue
+            if nodes and (len(nodes) >= BATCH_FILES or size + pending.size > BATCH_BYTES):
+                break
+            nodes.add(pending.closed.node)
+            size += pending.size
+        batch = [pending for pending in self.queue if pending.closed.node in nodes]
+        self.queue = [pending for pending in self.queue if pending.closed.node not in nodes]
+        return batch
+
+    def _commit(self, batch: list[Pending]) -> dict[ClosedFile, Outcome]:
+        try:
+            return commit_closed(self.store, [(pending.closed, pending.content_hash()) for pending in batch])
+        except Exception as error:  # commit_closed reports per file; this is a bug or the disk
+            log.exception("committing %d closed files failed", len(batch))
+            return {pending.closed: error for pending in batch}
+
+    async def _finish(self, batch: list[Pending], outcomes: dict[ClosedFile, Outcome], now: float) -> None:
+        for pending in batch:
+            outcome = outcomes[pending.closed]
+            pending.outcome = outcome
+            pending.attempts += 1
+            if isinstance(outcome, Exception):
+                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (pending.attempts - 1))
+                log.error("could not commit %s (node %d, attempt %d; retrying in %.0f s): %s",
+                          pending.closed.path.name, pending.closed.node, pending.attempts, delay, outcome)
+                pending.retry_at = now + delay
+                self.queue.append(pending)
+            else:
+                pending.finished = True
+            attempted, pending.attempted = pending.attempted, trio.Event()
+            attempted.set()
+            try:
+                await pending.on_done(pending, outcome)
+            except Exception:
+                log.exception("after the commit of node %d", pending.closed.node)
+
+    def finish(self) -> int:
+        """After the mount ended (no trio loop): one last attempt at everything queued; what
+        fails stays in the journal for the next mount. Returns how many files that is."""
+        batch, self.queue, self.running = [*self.running, *self.queue], [], []  # running: cancelled before it began
+        left = 0
+        for start in range(0, len(batch), BATCH_FILES):
+            part = batch[start:start + BATCH_FILES]
+            for closed, outcome in self._commit(part).items():
+                if isinstance(outcome, Exception):
+                    left += 1
+                    log.error("could not commit %s at unmount; the next mount will try again: %s",
+                              closed.path.name, outcome)
+        self.journal.close()
+        return left
