@@ -409,7 +409,24 @@ def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
     return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
 
-def new_staging_file(tmp: Path) -> tuple[int, Path]:
-    """An empty staging file in tmp/, open for reading and writing: (fd, path)."""
+def new_staging_file(tmp: Path) -> tuple[int, Path | None]:
+    """An empty staging file in tmp/, open for reading and writing: (fd, path). Where the
+    filesystem can, it has no name (O_TMPFILE, path None): creating it touches no folder,
+    and a crash leaves nothing behind; `link_staging_file` names it once it is needed."""
+    try:
+        return os.open(tmp, os.O_TMPFILE | os.O_RDWR, 0o600), None
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise _storage_error(error, "cannot create a staging file") from None
     fd, name = _mkstemp(tmp)
     return fd, Path(name)
+
+
+def link_staging_file(fd: int, path: Path | None, folder_fd: int, name: str) -> None:
+    """Give a staging file from `new_staging_file` the name `name` in the folder open as
+    `folder_fd` (a named one loses its old name). With a folder fd, os.link is linkat with
+    AT_SYMLINK_FOLLOW, which links the file behind /proc/self/fd/N rather than that link."""
+    if path is None:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder_fd)
+    else:
+        os.rename(path, name, dst_dir_fd=folder_fd)

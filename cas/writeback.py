@@ -3,7 +3,7 @@
 A mount commits the files closed through it in batches, in the background
 (`fusefs/writebehind.py`), so `close()` waits for neither a flush nor a transaction. Until its
 batch commits, a closed file is recorded in the mount's journal folder,
-`<store>/tmp/closed-<mount id>/`, as its staged copy moved there and named
+`<store>/tmp/closed-<mount id>/`, as its staged copy linked or moved there and named
 `<seq>-<node>-<mtime in ns>`; the entry is removed only once the commit is done. The mount
 holds an exclusive flock on the folder while it runs. A mount that was killed leaves its
 folder behind, unlocked: the next mount, or `fsck --repair`, commits what it holds
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cas.blobtree import StagedFile, seal_staged
+from cas.blobtree import StagedFile, link_staging_file, seal_staged
 from cas.model import PutResult
 from cas.store import BATCH_FILES, StagedWrite, Store
 
@@ -76,11 +76,11 @@ class Journal:
         os.rename(starting, folder)
         return cls(folder, fd)
 
-    def record(self, staged: Path, node: int, mtime: float) -> ClosedFile:
-        """Move a closed file's staged copy into the journal."""
+    def record(self, fd: int, staged: Path | None, node: int, mtime: float) -> ClosedFile:
+        """Put a closed file's staged copy (`blobtree.new_staging_file`) into the journal."""
         self._seq += 1
         entry = ClosedFile(self.folder / f"{self._seq:012d}-{node}-{round(mtime * 1e9)}", self._seq, node, mtime)
-        os.rename(staged, entry.path)
+        link_staging_file(fd, staged, self._lock_fd, entry.path.name)
         return entry
 
     def entries(self) -> list[ClosedFile]:

@@ -36,7 +36,7 @@ from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectF
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
 from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
-from fusefs.xattrs import lookup_name, object_xattrs, user_name
+from fusefs.xattrs import USER as USER_PREFIX, lookup_name, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
 
@@ -394,13 +394,15 @@ class Operations(pyfuse3.Operations):
         fh = self.new_handle(NamedHandle(content, writable=True))
         return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
 
-    def _create_file(self, folder: Folder, name: str, mode: int, owner: names.Owner) -> tuple[Row, int, Path]:
+    def _create_file(self, folder: Folder, name: str, mode: int,
+                     owner: names.Owner) -> tuple[Row, int, Path | None]:
         fd, path = new_staging_file(self.store.tree.tmp)
         try:
             return self.view.create(folder, name, False, mode, owner), fd, path
         except BaseException:
             os.close(fd)
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
             raise
 
     @handler
@@ -487,6 +489,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(USER_PREFIX):  # only user.* exist here; the kernel asks for
+            raise fail(pyfuse3.ENOATTR)       # security.capability before every write
         text = lookup_name(name)
         value = None if text is None else (await self.xattrs_of(self.key(inode))).get(text)
         if value is None:

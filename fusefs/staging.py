@@ -114,7 +114,7 @@ class NodeContent:
             self.size = length
             self.mtime = time.time()
 
-    def start_empty(self, fd: int, path: Path) -> None:
+    def start_empty(self, fd: int, path: Path | None) -> None:
         """A new file (create): its staged copy is this empty file, made with the node."""
         self._staged_fd, self._staged_path = fd, path
         self._hash = SequentialHash()
@@ -137,14 +137,15 @@ class NodeContent:
         source = await self._newest_fd() if copy else None
         self._hash = SequentialHash(broken=source is not None and self.size > 0)  # copy-on-write
 
-        def make() -> tuple[int, Path]:
+        def make() -> tuple[int, Path | None]:
             fd, path = new_staging_file(self.store.tree.tmp)
             try:
                 if source is not None:
                     _copy_file(source, fd, self.size)
             except BaseException:
                 os.close(fd)
-                path.unlink(missing_ok=True)
+                if path is not None:
+                    path.unlink(missing_ok=True)
                 raise
             return fd, path
 
@@ -156,10 +157,10 @@ class NodeContent:
     async def close_staged(self, writebehind: WriteBehind) -> None:
         """Hand the staged copy, if any, to the write-behind; the content is clean again."""
         async with self.lock:
-            if self._staged_fd is None or self._staged_path is None:
+            if self._staged_fd is None:
                 return
             size, hashing = self.size, self._hash
-            pending = writebehind.submit(self._staged_path, self.node, self.mtime, size,
+            pending = writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime, size,
                                          lambda: hashing.hex_digest(size), self._committed)
             self.closed.append(ClosedVersion(self._staged_fd, size, pending))
             self._staged_fd = self._staged_path = None
