@@ -28,7 +28,8 @@ from cas.ids import new_object_id, parse_object_id
 from cas.model import ObjectInfo, PutResult
 from cas.validate import check_bucket, check_content_type, check_expiry, check_filename, check_metadata, split_name
 
-STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm")
+STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm",
+               "catalog.db-writer", "catalog.db-waiting")
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
 KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more

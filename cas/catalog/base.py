@@ -37,6 +37,11 @@ class Transaction(ABC):
         """`lock_blob` without waiting: False when another transaction holds it (the garbage
         collector skips such a blob rather than make a put wait, or deadlock with it)."""
 
+    def writers_waiting(self) -> bool:
+        """Whether another write transaction waits for this one to end. Only a catalog with
+        one write lock for everything (SQLite) says so: the collector then ends its batch early."""
+        return False
+
     def lock_schema(self) -> None:
         """Serialize migrations between processes (a write transaction is enough on SQLite)."""
 
@@ -51,7 +56,8 @@ class Catalog(ABC):
     dialect: str
 
     @abstractmethod
-    def transaction(self, write: bool = False, durable: bool = True) -> AbstractContextManager[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True,
+                    background: bool = False) -> AbstractContextManager[Transaction]:
         """A transaction; `write=True` for any that may change rows or blob files.
 
         `durable=False` commits without waiting for the disk: the change is atomic and
@@ -59,6 +65,9 @@ class Catalog(ABC):
         the next durable commit or `sync` (on a power loss it may be lost, together with
         everything committed after it). The mount's changes to names are committed this
         way, as a local filesystem's are (docs/concurrency.md, "Durability").
+
+        A `background` write (the collector's) lets write transactions that wait for the
+        write lock go first (SQLite; docs/concurrency.md, "Waiting for the write lock").
 
         The body may run again when the database reports a conflict it resolves by retrying
         (deadlock, busy): callers use `run` for that, which retries the whole function.
@@ -79,11 +88,11 @@ class Catalog(ABC):
         """Make every transaction committed so far durable (those with `durable=False` too)."""
 
     def run(self, work: Callable[["Transaction"], T], write: bool = True, attempts: int = 8,
-            durable: bool = True) -> T:
+            durable: bool = True, background: bool = False) -> T:
         """Run `work(tx)` in a transaction, again from the start if the database asks to retry."""
         for attempt in range(attempts):
             try:
-                with self.transaction(write=write, durable=durable) as tx:
+                with self.transaction(write=write, durable=durable, background=background) as tx:
                     return work(tx)
             except Exception as error:
                 if attempt + 1 == attempts or not self.is_retryable(error):

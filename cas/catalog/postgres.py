@@ -81,7 +81,8 @@ class PostgresCatalog(Catalog):
         migrate(self)
 
     @contextmanager
-    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
+    def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
+        # `background` changes nothing: writers of different rows and blobs do not wait for each other
         with self.pool.connection() as connection:
             with connection.transaction():
                 if write and not durable:

@@ -3,28 +3,32 @@ for a transaction that need not be durable at once).
 
 One connection per thread. Write transactions start with BEGIN IMMEDIATE, which takes the
 database's write lock at once: that lock is the blob lock (docs/concurrency.md), so any two
-write transactions, in this process or another, never interleave.
+write transactions, in this process or another, never interleave. Before it, they queue for
+their turn (`WriteQueue`) rather than in SQLite's sleeping busy handler.
 """
 
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from cas.catalog.base import Catalog, Row, Transaction
 from cas.catalog.migrate import migrate
+from cas.catalog.writequeue import Turn, WriteQueue
 from cas.errors import StoreError
 
 BUSY_TIMEOUT_MS = 60_000
+CHECKPOINT_ROWS = 1000  # rows a background connection changes between two of its checkpoints
 TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
 
 
 class SqliteTransaction(Transaction):
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, turn: Turn | None) -> None:
         self.connection = connection
+        self._turn = turn  # a write transaction's place in the write queue
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.connection.execute(sql, params or {})
@@ -43,6 +47,9 @@ class SqliteTransaction(Transaction):
         self.lock_blob(hash_hex)  # the write lock this transaction holds is every blob's lock
         return True
 
+    def writers_waiting(self) -> bool:
+        return self._turn is not None and self._turn.others_waiting()
+
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, row)}
@@ -54,13 +61,17 @@ class SqliteCatalog(Catalog):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.writes = WriteQueue(path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         migrate(self)
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
+    def _connection(self, background: bool = False) -> sqlite3.Connection:
+        """This thread's connection; background writes have their own, which does not
+        checkpoint in its commits (`_checkpoint`)."""
+        name = "background" if background else "connection"
+        connection = getattr(self._local, name, None)
         if connection is None:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
             connection.row_factory = _dict_row
@@ -68,34 +79,54 @@ class SqliteCatalog(Catalog):
             connection.execute("pragma journal_mode = wal")
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")
-            self._local.connection = connection
+            if background:
+                connection.execute("pragma wal_autocheckpoint = 0")
+                self._local.checkpointed = 0  # its total_changes at its last checkpoint
+            setattr(self._local, name, connection)
             with self._lock:
                 self._connections.append(connection)
         return connection
 
     @contextmanager
-    def transaction(self, write: bool = False, durable: bool = True) -> Iterator[Transaction]:
-        connection = self._connection()
+    def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
+        background = background and write
+        connection = self._connection(background)
         relaxed = write and not durable
         try:
             if relaxed:  # WAL with synchronous=normal: the commit appends to the WAL without fsync
                 connection.execute("pragma synchronous = normal")
             try:
-                connection.execute("begin immediate" if write else "begin")
-                try:
-                    yield SqliteTransaction(connection)
-                    connection.execute("commit")
-                except BaseException:
-                    if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
-                        connection.execute("rollback")
-                    raise
+                with self.writes.turn(background) if write else nullcontext() as turn:
+                    connection.execute("begin immediate" if write else "begin")
+                    try:
+                        yield SqliteTransaction(connection, turn)
+                        connection.execute("commit")
+                    except BaseException:
+                        if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+                            connection.execute("rollback")
+                        raise
             finally:
                 if relaxed:
                     connection.execute("pragma synchronous = full")
+            if background:
+                self._checkpoint(connection)
         except sqlite3.OperationalError as error:
             if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
                 raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made") from None
             raise
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Copy the WAL into the database once this background connection has changed
+        `CHECKPOINT_ROWS` rows since it last did. A commit's automatic checkpoint would run
+        with the write lock still taken, making the writers queued behind it wait; done here,
+        after the turn, a PASSIVE checkpoint runs beside them and waits for no one."""
+        if connection.total_changes - self._local.checkpointed < CHECKPOINT_ROWS:
+            return
+        self._local.checkpointed = connection.total_changes
+        try:
+            connection.execute("pragma wal_checkpoint(passive)")
+        except sqlite3.OperationalError:
+            pass  # the transaction committed; the WAL is copied later (by this, or by a writer's commit)
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
