@@ -12,6 +12,7 @@ Each row is handled inside a savepoint: a row that fails is rolled back alone, r
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ from cas.store import Store
 
 log = logging.getLogger("assetfs.gc")
 
+# On SQLite, how long a batch keeps the write lock before it ends early for a waiting writer
+# (docs/concurrency.md, "Waiting for the write lock"): what the collector gets at a time
+# beside a steady stream of puts, and about what it adds to their wait
+YIELD_AFTER = 0.001
 Progress = Callable[[str, int], None]  # (pass name, rows examined so far)
 
 
@@ -79,12 +84,13 @@ def run_scan(context: Context, scan: Scan) -> PassReport:
     lock = " for update of t skip locked" if catalog.dialect == "postgres" and not context.dry_run else ""
     sql = scan.sql.format(lock=lock)
     size = context.store.config.gc.batch_size
-    after = scan.start
+    limit, after = size, scan.start
     while not context.stopped:
-        params = {**scan.params, "pass": scan.name, "now": context.now, "limit": size,
+        params = {**scan.params, "pass": scan.name, "now": context.now, "limit": limit,
                   **{f"after_{key}": value for key, value in zip(scan.keys, after)}}
         try:
-            rows, outcomes = catalog.run(lambda tx: _batch(context, scan, tx, sql, params), write=not context.dry_run)
+            rows, outcomes = catalog.run(lambda tx: _batch(context, scan, tx, sql, params), write=not context.dry_run,
+                                         background=True)
         except Exception as error:  # the database is gone, or a statement outside any row failed
             log.exception("gc %s: a batch failed; the pass ends here", scan.name)
             report.error(f"a batch failed, the pass ended early: {first_line(error)}")
@@ -92,15 +98,26 @@ def run_scan(context: Context, scan: Scan) -> PassReport:
         _tally(report, outcomes)
         if context.progress:
             context.progress(scan.name, report.examined)
-        if len(rows) < size:
+        handled = len(outcomes)
+        if handled == len(rows) < limit:
             break
-        after = tuple(rows[-1][key] for key in scan.keys)
+        after = tuple(rows[handled - 1][key] for key in scan.keys)
+        # a batch cut short for a waiting writer: the next claims about what fits between two writers
+        limit = min(size, 2 * (handled if handled < len(rows) else limit))
     return report
 
 
 def _batch(context: Context, scan: Scan, tx: Transaction, sql: str, params: dict[str, Any]) -> tuple[list[Row], list[Outcome]]:
+    """The rows claimed and the outcomes of those handled: all of them, unless another writer
+    waits for the write lock (SQLite), which gets it once the rows handled so far commit."""
+    began = time.monotonic()
     rows = tx.all(sql, params)
-    return rows, [_handle_row(context, scan, tx, row) for row in rows]
+    outcomes = []
+    for row in rows:
+        outcomes.append(_handle_row(context, scan, tx, row))
+        if time.monotonic() - began >= YIELD_AFTER and tx.writers_waiting():
+            break
+    return rows, outcomes
 
 
 def _handle_row(context: Context, scan: Scan, tx: Transaction, row: Row) -> Outcome:

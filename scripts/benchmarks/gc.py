@@ -480,13 +480,13 @@ def _time_parts(store: Any, parts: dict[str, float]) -> None:
     transaction = catalog.transaction
 
     @contextmanager
-    def timed_transaction(write: bool = False) -> Iterator[Any]:
+    def timed_transaction(write: bool = False, **options: Any) -> Iterator[Any]:
         if not write:
-            with transaction(write=write) as tx:
+            with transaction(write=write, **options) as tx:
                 yield tx
             return
         called = time.monotonic()
-        with transaction(write=write) as tx:  # SQLite: BEGIN IMMEDIATE waits here for the write lock
+        with transaction(write=write, **options) as tx:  # SQLite: waits here for the write lock
             began = time.monotonic()
             try:
                 yield tx
