@@ -372,7 +372,7 @@ class Store:
                 pending.flush()
                 return results
 
-            return self.catalog.run(commit)
+            return self.catalog.run(commit, background=True)  # the mount's names and user puts go first
         finally:
             for write in writes:
                 self.tree.discard(write.staged)
