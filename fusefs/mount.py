@@ -151,6 +151,16 @@ def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready
 def _configure_logging(stream) -> None:
     level = logging.DEBUG if os.environ.get("ASSETFS_DEBUG") == "1" else logging.INFO
     logging.basicConfig(stream=stream, level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pyfuse3").addFilter(_demote_gone_requests)
+
+
+def _demote_gone_requests(record: logging.LogRecord) -> bool:
+    """pyfuse3 logs an ERROR when the kernel no longer wants a reply (ENOENT from
+    fuse_reply_*): the request was interrupted, or the mount went away while a background
+    request such as releasedir was queued. Nothing is lost then: it is logged as info."""
+    if record.levelno == logging.ERROR and "failed with No such file or directory" in record.getMessage():
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
 
 
 def _fault_from_environment() -> None:
