@@ -64,7 +64,7 @@ class WriteBehind:
         self.queue: list[Pending] = []
         self.running: list[Pending] = []  # the batch being committed
         self._wakeup = trio.Event()
-        self._hurry = False  # someone waits: commit what is ready without gathering more
+        self._settling = 0  # fsyncs waiting: commit what is ready without gathering more
 
     def submit(self, fd: int, staged: Path | None, node: int, mtime: float, size: int,
                content_hash: Callable[[], str | None], on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
@@ -81,13 +81,12 @@ class WriteBehind:
         them; those that failed."""
         for pending in waiting:
             pending.retry_at = 0.0
-        self._hurry = True
+        self._settling += 1
         self._wakeup.set()
-        failed = []
-        for pending in waiting:
-            if isinstance(await pending.wait(), Exception):
-                failed.append(pending)
-        return failed
+        try:
+            return [pending for pending in waiting if isinstance(await pending.wait(), Exception)]
+        finally:
+            self._settling -= 1
 
     async def drain(self) -> list[Pending]:
         """`settle` every file closed so far."""
@@ -118,9 +117,8 @@ class WriteBehind:
     def _due(self, now: float) -> float:
         """When the next batch should start."""
         ready = [pending for pending in self.queue if pending.retry_at <= now]
-        if self._hurry or len(ready) >= BATCH_FILES:
-            self._hurry = False
-            return now if ready else min((pending.retry_at for pending in self.queue), default=math.inf)
+        if ready and (self._settling or len(ready) >= BATCH_FILES):
+            return now
         first_retry = min((pending.retry_at for pending in self.queue if pending.retry_at > now), default=math.inf)
         first_gathered = min((pending.queued_at + GATHER_S for pending in ready), default=math.inf)
         return min(first_retry, first_gathered)
@@ -173,9 +171,8 @@ class WriteBehind:
         fails stays in the journal for the next mount. Returns how many files that is."""
         batch, self.queue, self.running = [*self.running, *self.queue], [], []  # running: cancelled before it began
         left = 0
-        for start in range(0, len(batch), BATCH_FILES):
-            part = batch[start:start + BATCH_FILES]
-            for closed, outcome in self._commit(part).items():
+        if batch:  # in one call, so that the entries of a node are committed together (newest wins)
+            for closed, outcome in self._commit(batch).items():
                 if isinstance(outcome, Exception):
                     left += 1
                     log.error("could not commit %s at unmount; the next mount will try again: %s",
