@@ -160,8 +160,8 @@ class NodeContent:
             if self._staged_fd is None:
                 return
             size, hashing = self.size, self._hash
-            pending = writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime, size,
-                                         lambda: hashing.hex_digest(size), self._committed)
+            pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime, size,
+                                               lambda: hashing.hex_digest(size), self._committed)
             self.closed.append(ClosedVersion(self._staged_fd, size, pending))
             self._staged_fd = self._staged_path = None
 

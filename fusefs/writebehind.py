@@ -66,10 +66,12 @@ class WriteBehind:
         self._wakeup = trio.Event()
         self._settling = 0  # fsyncs waiting: commit what is ready without gathering more
 
-    def submit(self, fd: int, staged: Path | None, node: int, mtime: float, size: int,
-               content_hash: Callable[[], str | None], on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
-        """Record a closed file in the journal (one link or rename in tmp/) and queue its commit."""
-        closed = self.journal.record(fd, staged, node, mtime)
+    async def submit(self, fd: int, staged: Path | None, node: int, mtime: float, size: int,
+                     content_hash: Callable[[], str | None],
+                     on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
+        """Record a closed file in the journal (a link or rename in tmp/, in a worker thread)
+        and queue its commit."""
+        closed = await trio.to_thread.run_sync(self.journal.record, fd, staged, node, mtime)
         pending = Pending(closed, size, content_hash, on_done, queued_at=trio.current_time())
         self.queue.append(pending)
         if len(self.queue) in (1, BATCH_FILES):  # a new due time
