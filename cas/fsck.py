@@ -314,21 +314,17 @@ class Checker:
         `--repair` commits them, as the next mount would. A running mount's are its own."""
         for journal in abandoned_journals(self.tree.tmp):
             entries = journal.entries()
+            found = None if not entries else self.problem(
+                "uncommitted_closed", journal.folder, f"{len(entries)} files closed in a mount that ended, not committed yet")
             if not self.repair:
                 journal.release()
-                if entries:
-                    self.problem("uncommitted_closed", journal.folder,
-                                 f"{len(entries)} files closed in a mount that ended, not committed yet")
                 continue
-            found = self.problem("uncommitted_closed", journal.folder,
-                                 f"{len(entries)} files closed in a mount that ended, not committed yet")
-            _, failed = recover(self.store, journal)
-            if failed:
-                found.not_repaired = f"{failed} of them could not be committed (see the log)"
-            else:
-                found.repaired = True
-            if not entries:
-                self.report.problems.remove(found)  # an empty journal: nothing was wrong
+            _, failed = recover(self.store, journal)  # an empty journal is only removed
+            if found is not None:
+                if failed:
+                    found.not_repaired = f"{failed} of them could not be committed (see the log)"
+                else:
+                    found.repaired = True
 
     def check_staging(self) -> None:
         for entry in os.scandir(self.tree.tmp):

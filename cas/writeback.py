@@ -172,11 +172,11 @@ def _commit(store: Store, items: list[tuple[ClosedFile, str | None]]) -> list[Pu
     try:
         for entry, hash_hex in items:
             writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime))
-        return store.put_staged_many(writes)
     except BaseException:
         for write in writes:
             store.tree.discard(write.staged)
         raise
+    return store.put_staged_many(writes)  # consumes the staged copies, whatever happens
 
 
 def _staged_copy(store: Store, entry: ClosedFile, hash_hex: str | None) -> StagedFile:
