@@ -22,7 +22,10 @@ from cas import names
 from cas.errors import NotFound
 from cas.store import Store
 
-CONTENTS = [f"content {n} ".encode() * (500 * (n + 1)) for n in range(3)]
+NAMED_CONTENTS = [f"content {n} ".encode() * (500 * (n + 1)) for n in range(3)]
+# Contents no name ever refers to: their blobs keep becoming unused and swept while other
+# puts of the same content deduplicate onto them, which is the race invariant 2 is about.
+UNNAMED_CONTENTS = [f"unnamed {n} ".encode() * (700 * (n + 1)) for n in range(2)]
 SHARED = "shared"
 
 
@@ -38,11 +41,12 @@ def unlink_name(store: Store, name: str) -> None:
 
 def put_worker(store: Store, index: int, rounds: int) -> dict[str, int]:
     chance = random.Random(index)
-    done = {"named": 0, "unnamed": 0, "deleted": 0, "held": 0}
+    done = {"named": 0, "unnamed": 0, "never_named": 0, "deleted": 0, "held": 0}
     named: list[tuple[str, str, bytes]] = []  # (name, object id, content) still named by this worker
     for round_number in range(rounds):
-        content = chance.choice(CONTENTS)
         action = chance.randrange(4)
+        content = chance.choice(NAMED_CONTENTS if action == 0 else NAMED_CONTENTS + UNNAMED_CONTENTS)
+        done["never_named"] += action in (1, 2) and content in UNNAMED_CONTENTS
         if action == 0:
             name = f"w{index}-{round_number}"
             info = store.put(SHARED, io.BytesIO(content), name=name).object
@@ -75,8 +79,11 @@ def put_worker(store: Store, index: int, rounds: int) -> dict[str, int]:
 
 
 def gc_worker(store: Store, stop_file: Path) -> dict[str, int]:
+    """Collector passes until one that started after STOP_FILE appeared (after the last put)."""
     runs, trashed, swept = 0, 0, 0
-    while not stop_file.exists() or runs == 0:
+    last_run = False
+    while not last_run:
+        last_run = stop_file.exists()
         report = run_once(store)
         assert report.errors == 0, report.lines()
         runs += 1
