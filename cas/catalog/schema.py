@@ -92,6 +92,14 @@ MIGRATIONS: list[list[str]] = [
         "drop index objects_expires",
         "create index objects_expires on objects (expires_at, id) where expires_at is not null and deleted_at is null",
     ],
+    # 5: put's dedup lookup (`bucket = and hash = ... order by id limit 1`) took objects_bucket_id,
+    # for its order, and read every object of the bucket: SQLite's planner, without
+    # statistics, prefers an index that gives the order. With `id` in the dedup index it
+    # gives both.
+    [
+        "drop index objects_dedup",
+        "create index objects_dedup on objects (bucket, hash, id) where deleted_at is null",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

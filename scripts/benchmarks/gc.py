@@ -52,6 +52,7 @@ BATCH_SIZE = 500  # [gc] batch_size, the default
 LOAD_BATCH = 10_000  # fixture objects per catalog transaction
 FILENAME = "upload"  # what put names an object read from a stream
 WARMUP_PUTS = 5  # first puts of the loop, not counted (connections, the bucket row)
+PUT_PARTS = ("stage", "durable", "lock_wait", "in_tx", "files", "flush", "commit")  # see breakdown_group
 PG_DATABASE = "assetfs_bench"
 
 CONFIG = """\
@@ -396,7 +397,7 @@ def put_latency(store: Any, count: int, idle_seconds: float) -> dict[str, Any]:
 
 def latency_stats(puts: list[dict[str, float]]) -> dict[str, Any]:
     stats: dict[str, Any] = {"puts": len(puts)}
-    for part in ("total", "stage", "durable", "lock_wait", "in_tx", "commit"):
+    for part in ("total", *PUT_PARTS):
         values = sorted(p[part] for p in puts)
         key = "" if part == "total" else f"{part}_"
         stats[f"{key}p50_ms"] = round(_percentile(values, 50) * 1000, 2) if values else None
@@ -424,12 +425,13 @@ def latency_group(latency: dict[str, Any], ratio: float, check: dict[str, Any]) 
 
 def breakdown_group(latency: dict[str, Any]) -> dict[str, Any]:
     parts = (("stage", "stage"), ("durable", "fsync staged"), ("lock_wait", "begin (lock wait)"),
-             ("in_tx", "in transaction"), ("commit", "commit"))
+             ("in_tx", "in transaction"), ("files", "of it: blob + alias"), ("flush", "of it: folder fsyncs"),
+             ("commit", "commit"))
     header = ["window", *(f"{label} p50/p99" for _, label in parts)]
     rows = [[name, *(f"{_ms(w[f'{part}_p50_ms'])}/{_ms(w[f'{part}_p99_ms'])}" for part, _ in parts)]
             for name, w in latency["windows"].items()]
     return {"title": "where a put's time goes (ms): staging, fsync of the staged file, waiting to begin the write "
-                     "transaction, its body (blob rename + alias + fsyncs of their folders), commit",
+                     "transaction, its body (SQL, blob rename + alias link, fsyncs of their folders), commit",
             "table": {"header": header, "rows": rows}, "goals": []}
 
 
@@ -456,14 +458,16 @@ def put_worker(root: str, out: str) -> None:
         start = time.monotonic()
         store.put(PUT_BUCKET, io.BytesIO(data))
         total = time.monotonic() - start
-        puts.append({"start": start, "total": total, **{part: parts.get(part, 0.0) for part in
-                                                      ("stage", "durable", "lock_wait", "in_tx", "commit")}})
+        puts.append({"start": start, "total": total, **{part: parts.get(part, 0.0) for part in PUT_PARTS}})
     store.close()
     Path(out).write_text(json.dumps(puts))
 
 
 def _time_parts(store: Any, parts: dict[str, float]) -> None:
-    """Wrap the store's staging, fsync and write transaction (on this instance only) to time them."""
+    """Wrap the store's staging, fsyncs and write transaction to time them (on this instance;
+    the folder fsyncs for this process)."""
+    from cas import blobtree
+
     tree, catalog = store.tree, store.catalog
 
     def timed(name: str, function: Any) -> Any:
@@ -477,6 +481,9 @@ def _time_parts(store: Any, parts: dict[str, float]) -> None:
 
     tree.stage = timed("stage", tree.stage)
     tree.make_durable = timed("durable", tree.make_durable)
+    tree.install_blob = timed("files", tree.install_blob)
+    tree.make_alias = timed("files", tree.make_alias)
+    blobtree.PendingSync.flush = timed("flush", blobtree.PendingSync.flush)
     transaction = catalog.transaction
 
     @contextmanager
