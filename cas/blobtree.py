@@ -161,6 +161,30 @@ class PendingSync:
         self.paths.clear()
 
 
+def _make_folder(folder: Path, changed: set[Path]) -> None:
+    """Create `folder` and its missing parents; each folder that got a new entry joins `changed`."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _make_folder(folder.parent, changed)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return
+    changed.add(folder.parent)
+
+
+def _flush(folders: set[Path], pending: PendingSync | None) -> None:
+    """fsync the folders now, or leave them to the caller's `pending`."""
+    for folder in sorted(folders):
+        if pending is None:
+            fsync_path(folder)
+        else:
+            pending.add(folder)
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or a folder (a folder's fsync makes its new entries durable)."""
     fd = os.open(path, os.O_RDONLY)
@@ -280,8 +304,7 @@ class BlobTree:
         """Make the staged (durable) file the blob for its hash. Caller holds the blob lock.
 
         Returns True when the blob file was created or repaired, False when a good one was
-        there already. A blob of the wrong size is damage: the staged copy replaces it. The
-        staged file is moved, not linked, so no stray link to the blob remains in tmp/.
+        there already. A blob of the wrong size is damage: the staged copy replaces it.
         The shard folder is fsynced now, or added to `pending` for the caller to flush.
         """
         target = self.blob_path(staged.hash)
@@ -292,15 +315,35 @@ class BlobTree:
         if existing == staged.size:
             return False
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            changed = {target.parent}
+            _make_folder(target.parent, changed)
             os.rename(staged.path, target)  # no other writer: the caller holds the blob lock
-            if pending is None:
-                fsync_path(target.parent)
-            else:
-                pending.add(target.parent)
+            _flush(changed, pending)
         except OSError as error:
             raise _storage_error(error, "installing the blob failed") from None
         return True
+
+    def link_blob(self, staged: StagedFile, pending: PendingSync) -> None:
+        """A link to the staged (durable) file as the blob for its hash, if there is no file
+        of that name; the caller holds the blob lock (cas/ahead.py). The staged file stays,
+        for the commit to install again should a collector remove this one before it."""
+        target = self.blob_path(staged.hash)
+        try:
+            changed = {target.parent}
+            _make_folder(target.parent, changed)
+            os.link(staged.path, target)
+        except FileExistsError:
+            return  # stored meanwhile, or damaged: the commit looks at it under the lock
+        except OSError as error:
+            raise _storage_error(error, "installing the blob failed") from None
+        _flush(changed, pending)
+
+    def is_installed(self, staged: StagedFile) -> bool:
+        """Whether the blob file is the staged file itself (`link_blob` made it)."""
+        try:
+            return os.path.samefile(staged.path, self.blob_path(staged.hash))
+        except FileNotFoundError:
+            return False
 
     def remove_blob(self, hash_hex: str) -> bool:
         """Unlink a blob file; the caller holds the blob lock and has checked nothing uses it."""
@@ -313,32 +356,34 @@ class BlobTree:
     # aliases -------------------------------------------------------------------------------
 
     def make_alias(self, hash_hex: str, bucket: str, object_id: str, filename: str,
-                   pending: PendingSync | None = None) -> str:
+                   pending: PendingSync | None = None, blob_missing_ok: bool = False) -> str | None:
         """Create the object's alias: a hardlink to its blob, or a copy when links run out.
 
-        Returns "link" or "copy". The alias folders are fsynced (now, or by the caller through
-        `pending`), so a committed object's alias survives a crash.
+        Returns "link" or "copy"; None when the blob is missing and `blob_missing_ok`. The
+        folders that got new entries are fsynced (now, or by the caller through `pending`),
+        so a committed object's alias survives a crash. An alias made before (ahead of the
+        transaction, and flushed then) is left as it is.
         """
         blob = self.blob_path(hash_hex)
         alias = self.alias_path(bucket, object_id, filename)
         try:
-            alias.parent.mkdir(parents=True, exist_ok=True)
+            changed = {alias.parent}
+            _make_folder(alias.parent, changed)
             try:
                 os.link(blob, alias)
                 kind = "link"
             except FileExistsError:
-                kind = "link" if os.path.samefile(blob, alias) else "copy"
+                return "link" if os.path.samefile(blob, alias) else "copy"
+            except FileNotFoundError:
+                if blob_missing_ok and not blob.exists():
+                    return None
+                raise
             except OSError as error:
                 if error.errno != errno.EMLINK:
                     raise
                 self.copy_blob_to(blob, alias)
                 kind = "copy"
-            if pending is None:
-                fsync_path(alias.parent)
-                fsync_path(alias.parent.parent)
-            else:
-                pending.add(alias.parent)
-                pending.add(alias.parent.parent)
+            _flush(changed, pending)
         except OSError as error:
             raise _storage_error(error, "creating the object's alias failed") from None
         return kind

@@ -17,6 +17,7 @@ import re
 import stat
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ class Checker:
         self.report = Report()
         self.link_aliases: Counter[str] = Counter()  # hash → aliases that are hardlinks to its blob
         self.checked_blobs: dict[str, bool] = {}  # hash → blob is good
+        # inode → files in tmp/ (staging, journals) that are links to it: a put in flight links
+        # its staged copy as the blob before it commits (cas/ahead.py)
+        self.tmp_links: Counter[int] = Counter()
 
     def problem(self, kind: str, path: Path, detail: str, object_id: str | None = None) -> Problem:
         found = Problem(kind, str(path.relative_to(self.store.root)), detail, object_id)
@@ -272,11 +276,12 @@ class Checker:
         return True
 
     def check_link_count(self, path: Path, hash_hex: str) -> None:
-        links = path.stat().st_nlink
-        expected = 1 + self.link_aliases[hash_hex]
-        if links != expected:
-            found = self.problem("link_count", path, f"{links} links, expected {expected} (1 + its aliases): "
-                                 "hard links outside the store's aliases, or aliases changed during the check")
+        status = path.stat()
+        expected = 1 + self.link_aliases[hash_hex] + self.tmp_links[status.st_ino]
+        if status.st_nlink != expected:
+            found = self.problem("link_count", path, f"{status.st_nlink} links, expected {expected} (1 + its aliases "
+                                 "+ staging files): hard links outside the store's aliases, or aliases changed "
+                                 "during the check")
             if self.repair:
                 found.not_repaired = "assetfs does not remove hard links it did not make"
 
@@ -330,10 +335,25 @@ class Checker:
         for entry in os.scandir(self.tree.tmp):
             path = Path(entry.path)
             if is_journal(path):
-                continue  # check_journals
+                try:
+                    self.count_tmp_links(list(os.scandir(path)))  # otherwise check_journals's
+                except FileNotFoundError:
+                    pass  # its mount ended meanwhile
+                continue
             if not self.is_young(path):
                 found = self.problem("orphan_staging", path, "a staging file left by an interrupted write")
                 self.remove_stray(found, path)
+                if found.repaired:
+                    continue
+            self.count_tmp_links([entry])
+
+    def count_tmp_links(self, entries: Iterable[os.DirEntry]) -> None:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    self.tmp_links[entry.inode()] += 1
+            except FileNotFoundError:
+                pass  # committed or removed meanwhile
 
     def check_disk(self) -> None:
         """Disk → catalog: aliases, staging and blobs that no row explains."""

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from cas import names
+from cas import ahead, names
 from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -79,6 +79,12 @@ class StagedWrite:
     staged: StagedFile
     node: int
     mtime: float
+
+
+def _node_place(tx: Transaction, node: int) -> tuple[str, str] | None:
+    """A named-tree node's bucket and file name, or None when it has no name left."""
+    attrs, filename = names.node_attrs(tx, node), names.node_name(tx, node)
+    return None if attrs is None or filename is None else (attrs["bucket"], filename)
 
 
 class _ContentGone(Exception):
@@ -261,6 +267,27 @@ class Store:
             for item in batch:
                 self.tree.discard(item.content)
 
+    def _not_deduplicated(self, planned: list[ahead.PlannedObject]) -> list[ahead.PlannedObject]:
+        """The planned objects (that expire never) that no live object of their bucket
+        deduplicates, as read before the lock: the transaction decides."""
+        def read(tx: Transaction) -> list[ahead.PlannedObject]:
+            return [item for item in planned if self._live_copy(tx, item.bucket, item.content.hash, None) is None]
+
+        return self.catalog.run(read, write=False)
+
+    def _live_copy(self, tx: Transaction, bucket: str, hash_hex: str, expires_at: float | None) -> Row | None:
+        """The live object of `bucket` with this content that a put returns instead of a new
+        one, if the bucket deduplicates: the oldest that lives at least as long as asked (one
+        that expires sooner is no substitute)."""
+        if not self.config.bucket(bucket).dedupe:
+            return None
+        lives_long_enough = "expires_at is null" + ("" if expires_at is None else " or expires_at >= :expires_at")
+        return tx.one(
+            "select * from objects where bucket = :bucket and hash = :hash and deleted_at is null "
+            f"and ({lives_long_enough}) order by id limit 1",
+            {"bucket": bucket, "hash": hash_hex, "expires_at": expires_at},
+        )
+
     def _stored_copy_of(self, stream: BinaryIO) -> KnownContent | None:
         """For a large regular file read from its start: the stored blob with its content, if
         one exists. Content already stored is then only hashed, never copied (docs/concurrency.md)."""
@@ -294,24 +321,19 @@ class Store:
             "insert into blobs (hash, size, created_at) values (:hash, :size, :now) on conflict (hash) do nothing",
             {"hash": staged.hash, "size": staged.size, "now": now},
         )
-        existing = None
-        if self.config.bucket(bucket).dedupe:
-            # an object that expires sooner than asked is no substitute for the one being put
-            lives_long_enough = "expires_at is null" + ("" if expires_at is None else " or expires_at >= :expires_at")
-            existing = tx.one(
-                "select * from objects where bucket = :bucket and hash = :hash and deleted_at is null "
-                f"and ({lives_long_enough}) order by id limit 1",
-                {"bucket": bucket, "hash": staged.hash, "expires_at": expires_at},
-            )
-        if self.tree.blob_size(staged.hash) != staged.size:
+        existing = self._live_copy(tx, bucket, staged.hash, expires_at)
+        if self.tree.blob_size(staged.hash) != staged.size:  # not made ahead, or swept since
             if isinstance(staged, KnownContent):
                 raise _ContentGone()
             self.tree.make_durable(staged)
             self.tree.install_blob(staged, pending)
             crash_point("put:blob-installed")
             self._relink_aliases(tx, staged.hash)
+            self.tree.remove_alias(bucket, object_id)  # made ahead as a link to the blob swept since
+        elif isinstance(staged, StagedFile) and self.tree.is_installed(staged):  # linked ahead, by this put
+            self._relink_aliases(tx, staged.hash)
         if existing is None:
-            self.tree.make_alias(staged.hash, bucket, object_id, filename, pending)
+            self.tree.make_alias(staged.hash, bucket, object_id, filename, pending)  # or made ahead (the mount's)
             crash_point("put:alias-made")
             tx.execute(
                 "insert into objects (id, bucket, hash, size, content_type, filename, metadata, created_at, "
@@ -332,9 +354,16 @@ class Store:
         return PutResult(object=info, deduplicated=existing is not None, name="/".join(parts) if parts else None)
 
     def _relink_aliases(self, tx: Transaction, hash_hex: str) -> None:
-        """After a blob was (re)installed, point the aliases that were links at the new file."""
+        """After a blob was (re)installed, point the aliases that were links to a lost file at
+        the new one."""
+        blob = self.tree.blob_path(hash_hex)
         for row in tx.all("select id, bucket, filename from objects where hash = :hash", {"hash": hash_hex}):
             alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
+            try:
+                if os.path.samefile(alias, blob):
+                    continue
+            except FileNotFoundError:
+                pass
             alias.unlink(missing_ok=True)
             self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
 
@@ -348,11 +377,19 @@ class Store:
         or removed) whatever happens; the caller keeps its own link to retry with.
         """
         owner = owner or names.Owner.current()
+        plans: dict[int, ahead.PlannedObject] = {}  # by index in `writes`: each object to create
+        superseded: list[ahead.PlannedObject] = []  # plans of files renamed before the commit
+        committed: set[str] = set()
         try:
             new = [write.staged for write in writes if self.tree.blob_size(write.staged.hash) != write.staged.size]
             if new:
                 self.tree.make_durable(*new)
-            object_ids = [new_object_id() for _ in writes]
+            places = self.catalog.run(lambda tx: [_node_place(tx, write.node) for write in writes], write=False)
+            plans = {index: ahead.PlannedObject(write.staged, place[0], new_object_id(), place[1])
+                     for index, (write, place) in enumerate(zip(writes, places)) if place is not None}
+            ahead.make_files(self.catalog, self.tree, self._not_deduplicated(list(plans.values())))
+            content_types = {index: detect_content_type(writes[index].staged.head, plan.filename)
+                             for index, plan in plans.items()}
             pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
 
             def commit(tx: Transaction) -> list[PutResult | None]:
@@ -362,9 +399,14 @@ class Store:
                     filename = names.node_name(tx, write.node)
                     if node is None or filename is None:
                         continue
-                    content_type = detect_content_type(write.staged.head, filename)
-                    result = self._commit_put(tx, node["bucket"], write.staged, object_ids[index], None,
-                                              content_type, {}, None, filename, owner, pending)
+                    plan = plans.get(index)
+                    if plan is None or (plan.bucket, plan.filename) != (node["bucket"], filename):
+                        # renamed since: an object of its own, its alias made under the lock (kept for retries)
+                        superseded.extend([] if plan is None else [plan])
+                        plan = plans[index] = ahead.PlannedObject(write.staged, node["bucket"], new_object_id(), filename)
+                        content_types[index] = detect_content_type(write.staged.head, filename)
+                    result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
+                                              content_types[index], {}, None, plan.filename, owner, pending)
                     # an mtime set after the file was closed (rsync sets it then) wins over the close's
                     mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
                     names.rebind_node(tx, write.node, result.object.id, mtime, time.time())
@@ -372,8 +414,11 @@ class Store:
                 pending.flush()
                 return results
 
-            return self.catalog.run(commit, background=True)  # the mount's names and user puts go first
+            results = self.catalog.run(commit, background=True)  # the mount's names and user puts go first
+            committed = {result.object.id for result in results if result is not None}
+            return results
         finally:
+            ahead.remove_unused(self.tree, [*plans.values(), *superseded], committed)
             for write in writes:
                 self.tree.discard(write.staged)
 
