@@ -402,7 +402,8 @@ class Store:
                     plan = plans.get(index)
                     if plan is None or (plan.bucket, plan.filename) != (node["bucket"], filename):
                         # renamed since: an object of its own, its alias made under the lock (kept for retries)
-                        superseded.extend([] if plan is None else [plan])
+                        if plan is not None:
+                            superseded.append(plan)
                         plan = plans[index] = ahead.PlannedObject(write.staged, node["bucket"], new_object_id(), filename)
                         content_types[index] = detect_content_type(write.staged.head, filename)
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
