@@ -267,14 +267,6 @@ class Store:
             for item in batch:
                 self.tree.discard(item.content)
 
-    def _not_deduplicated(self, planned: list[ahead.PlannedObject]) -> list[ahead.PlannedObject]:
-        """The planned objects (that expire never) that no live object of their bucket
-        deduplicates, as read before the lock: the transaction decides."""
-        def read(tx: Transaction) -> list[ahead.PlannedObject]:
-            return [item for item in planned if self._live_copy(tx, item.bucket, item.content.hash, None) is None]
-
-        return self.catalog.run(read, write=False)
-
     def _live_copy(self, tx: Transaction, bucket: str, hash_hex: str, expires_at: float | None) -> Row | None:
         """The live object of `bucket` with this content that a put returns instead of a new
         one, if the bucket deduplicates: the oldest that lives at least as long as asked (one
@@ -384,10 +376,8 @@ class Store:
             new = [write.staged for write in writes if self.tree.blob_size(write.staged.hash) != write.staged.size]
             if new:
                 self.tree.make_durable(*new)
-            places = self.catalog.run(lambda tx: [_node_place(tx, write.node) for write in writes], write=False)
-            plans = {index: ahead.PlannedObject(write.staged, place[0], new_object_id(), place[1])
-                     for index, (write, place) in enumerate(zip(writes, places)) if place is not None}
-            ahead.make_files(self.catalog, self.tree, self._not_deduplicated(list(plans.values())))
+            plans, made_ahead = self.catalog.run(lambda tx: self._plan_staged(tx, writes), write=False)
+            ahead.make_files(self.catalog, self.tree, made_ahead)
             content_types = {index: detect_content_type(writes[index].staged.head, plan.filename)
                              for index, plan in plans.items()}
             pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
@@ -422,6 +412,22 @@ class Store:
             ahead.remove_unused(self.tree, [*plans.values(), *superseded], committed)
             for write in writes:
                 self.tree.discard(write.staged)
+
+    def _plan_staged(self, tx: Transaction, writes: list[StagedWrite]) -> tuple[dict[int, ahead.PlannedObject],
+                                                                              list[ahead.PlannedObject]]:
+        """The object each write would become (by index; none for a node without a name),
+        and those of them whose files to make ahead: all but the ones a live object of their
+        bucket deduplicates, as read before the lock (the commit decides)."""
+        plans: dict[int, ahead.PlannedObject] = {}
+        made_ahead: list[ahead.PlannedObject] = []
+        for index, write in enumerate(writes):
+            place = _node_place(tx, write.node)
+            if place is None:
+                continue
+            plans[index] = ahead.PlannedObject(write.staged, place[0], new_object_id(), place[1])
+            if self._live_copy(tx, place[0], write.staged.hash, None) is None:
+                made_ahead.append(plans[index])
+        return plans, made_ahead
 
     # reading -------------------------------------------------------------------------------
 
