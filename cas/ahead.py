@@ -4,7 +4,7 @@ rows (docs/concurrency.md, "Write-behind").
 
 That transaction then finds them in place and holds the write lock (on SQLite, the whole
 catalog's) for SQL, not for fsyncs. A blob file is still created only under its blob lock
-(DESIGN.md invariant 2), in a short transaction of its own that writes no row; the staged
+(docs/design.md invariant 2), in a short transaction of its own that writes no row; the staged
 copy is linked, not moved, so that should a collector remove the blob before the commit
 (its hash has no row yet, or a row no object uses), the commit installs it again, under the
 lock, from the staged copy. An alias that no row ends up explaining (a failed transaction, an

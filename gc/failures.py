@@ -1,6 +1,6 @@
 """Rows a pass failed on, in `gc_failures`: counted, and retried later with a growing delay.
 
-A failing row never stops a pass (DESIGN.md invariant 7); recording it keeps the next passes
+A failing row never stops a pass (docs/design.md invariant 7); recording it keeps the next passes
 from spending their time on it again at once, while a fixed cause heals by itself.
 """
 

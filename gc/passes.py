@@ -102,7 +102,7 @@ def purge(context: Context, deleted_before: float | None = None) -> PassReport:
 
 
 def sweep(context: Context) -> PassReport:
-    """Blobs no object uses: under the blob lock (DESIGN.md invariant 2), re-check that no
+    """Blobs no object uses: under the blob lock (docs/design.md invariant 2), re-check that no
     object appeared, delete the row and unlink the file, then commit.
 
     A put of the same content either committed its object first (the re-check sees it) or

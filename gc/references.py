@@ -1,4 +1,4 @@
-"""What keeps an object alive: its names, its holds, and its bucket's rules (DESIGN.md "Model").
+"""What keeps an object alive: its names, its holds, and its bucket's rules (docs/design.md, "Model").
 
 Rules are the operator's SQL, run in the catalog database with the object's id as `:id`
 (`select 1 from profile where photo_id = :id`), so an application's own tables can keep its

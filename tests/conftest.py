@@ -21,6 +21,19 @@ from cas.store import Store
 ASSETFS = str(Path(sys.executable).parent / "assetfs")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: a long test, run only by `scripts/test --long`")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("ASSETFS_LONG_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a long test: run it with `scripts/test --long`")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 def postgres_base_url() -> str | None:
     url = os.environ.get("ASSETFS_TEST_DATABASE_URL")
     if not url:
