@@ -161,6 +161,8 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
     expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in is not None else None
     total = _check_sources(files_list)
     with context.open() as store:
+        released: set[str] = set()  # objects whose last name a put took over
+        store.catalog.on_released = released.update
         _check_names(store, bucket, files_list, names_list)
         show_bar = progress.wanted(total, len(files_list))
         with click.progressbar(length=total, label="storing", file=sys.stderr, hidden=not show_bar) as bar:
@@ -182,8 +184,14 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
                     click.echo("\r\033[K", nl=False, err=True)
                 click.echo(json.dumps(put_record(result)) if as_json else _put_line(result))
 
-            store.put_many(bucket, requests(), content_type=content_type, metadata=metadata,
-                           expires_at=expires_at, on_result=show)
+            try:
+                store.put_many(bucket, requests(), content_type=content_type, metadata=metadata,
+                               expires_at=expires_at, on_result=show)
+            finally:
+                if released:  # to the trash now, unless something else refers to them
+                    from casgc.recheck import recheck
+
+                    recheck(store, released)
 
 
 # reading -------------------------------------------------------------------------------------

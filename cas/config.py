@@ -19,6 +19,7 @@ that names the key, so a typo never silently falls back to a default.
     dedupe = true
     grace = "30d"
     rules = ["select 1 from profile where photo_id = :id"]
+    max_size = "10G"           # larger files are refused (default: no limit)
 """
 
 import tomllib
@@ -29,6 +30,7 @@ from typing import Any
 
 from cas.durations import parse_duration
 from cas.errors import BadInput
+from cas.sizes import parse_size
 from cas.validate import check_bucket
 
 CONFIG_NAME = "assetfs.toml"
@@ -40,6 +42,7 @@ class BucketConfig:
     dedupe: bool = True
     grace: float = 7 * DAY
     rules: tuple[str, ...] = ()
+    max_size: int | None = None  # bytes: larger files are refused (EFBIG in the mount)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,11 @@ def _table(raw: Any, where: str, keys: dict[str, Callable[[Any, str], Any]]) -> 
     return parsed
 
 
-_BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules}
+def _size(value: Any, where: str) -> int:
+    return parse_size(value, what=f"{CONFIG_NAME}: {where}")
+
+
+_BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "max_size": _size}
 _GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration}
 
 

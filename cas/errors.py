@@ -1,8 +1,11 @@
 """The errors assetfs reports to its users.
 
 Every error carries a one-line message that says what went wrong and, where it helps,
-what to do. The CLI prints the message alone and exits with the class's exit code.
+what to do. The CLI prints the message alone and exits with the class's exit code; a class
+with an `errno` is that errno in the mount.
 """
+
+import errno
 
 
 class AssetfsError(Exception):
@@ -15,6 +18,12 @@ class BadInput(AssetfsError):
     """Invalid names, ids, paths, options or configuration; nothing was changed."""
 
     exit_code = 2
+
+
+class TooLarge(BadInput):
+    """More bytes than the bucket's `max_size` allows; nothing was stored."""
+
+    errno = errno.EFBIG
 
 
 class NotFound(AssetfsError):

@@ -28,7 +28,7 @@ from cas.blobtree import fsync_path
 from cas.catalog import Transaction
 from cas.faults import crash_point
 from cas.store import ZERO_ID, Store
-from cas.writeback import abandoned_journals, is_journal, recover
+from cas.writeback import LOST_FOUND_BUCKET, abandoned_journals, is_journal, recover, save_unreadable
 
 HASH_NAME = re.compile(r"[0-9a-f]{64}")
 ORPHAN_KINDS = {"orphan_blob", "orphan_alias", "orphan_staging"}
@@ -321,9 +321,16 @@ class Checker:
             entries = journal.entries()
             found = None if not entries else self.problem(
                 "uncommitted_closed", journal.folder, f"{len(entries)} files closed in a mount that ended, not committed yet")
+            unreadable = journal.unreadable()
+            strays = [self.problem("unreadable_closed", path,
+                                   f"a file in a mount's journal that is no entry (--repair saves it to bucket "
+                                   f"{LOST_FOUND_BUCKET})") for path in unreadable]
             if not self.repair:
                 journal.release()
                 continue
+            for stray, result in zip(strays, save_unreadable(self.store, journal)):
+                stray.repaired = True
+                stray.detail = f"saved as {LOST_FOUND_BUCKET}/{result.name}"
             _, failed = recover(self.store, journal)  # an empty journal is only removed
             if found is not None:
                 if failed:

@@ -49,6 +49,8 @@ class PutResult:
     object: ObjectInfo
     deduplicated: bool  # True when an existing live object of the bucket was returned
     name: str | None  # the name in the bucket's tree that now refers to the object
+    conflict: bool = False  # a file written through the mount, kept beside its node as a conflict copy
+    trashed: bool = False  # a file written through the mount whose node had lost its names: in the trash
 
 
 def iso_time(epoch: float | None) -> str | None:

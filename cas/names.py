@@ -9,6 +9,8 @@ object it refers to.
 import errno
 import json
 import os
+import time
+import uuid
 from dataclasses import dataclass
 
 from cas.catalog.base import Row, Transaction
@@ -48,13 +50,19 @@ def ensure_bucket(tx: Transaction, bucket: str, now: float, owner: Owner) -> int
     return root
 
 
+def new_version() -> str:
+    """A file node's content version (`nodes.version`) for a change that is not a mount's
+    commit (whose versions name its journal entries): unique, never reused."""
+    return uuid.uuid4().hex
+
+
 def _new_node(tx: Transaction, bucket: str, kind: str, object_id: str | None, mode: int, owner: Owner, now: float,
               xattrs: str = "{}") -> int:
     return tx.value(
-        "insert into nodes (bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs) "
-        "values (:bucket, :kind, :object_id, :mode, :uid, :gid, :now, :now, :xattrs) returning id",
+        "insert into nodes (bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version) "
+        "values (:bucket, :kind, :object_id, :mode, :uid, :gid, :now, :now, :xattrs, :version) returning id",
         {"bucket": bucket, "kind": kind, "object_id": object_id, "mode": mode, "uid": owner.uid,
-         "gid": owner.gid, "now": now, "xattrs": xattrs},
+         "gid": owner.gid, "now": now, "xattrs": xattrs, "version": None if object_id is None else new_version()},
     )
 
 
@@ -125,7 +133,10 @@ def bind(tx: Transaction, bucket: str, parts: list[str], object_id: str, now: fl
     # which object it refers to: the object returned as replaced is the one this bind replaces.
     tx.execute("update nodes set mtime = :now, ctime = :now where id = :node", {"now": now, "node": existing["id"]})
     replaced = tx.value("select object_id from nodes where id = :node", {"node": existing["id"]})
-    tx.execute("update nodes set object_id = :object_id where id = :node", {"object_id": object_id, "node": existing["id"]})
+    tx.execute("update nodes set object_id = :object_id, version = :version where id = :node",
+               {"object_id": object_id, "version": new_version(), "node": existing["id"]})
+    if replaced is not None and replaced != object_id:
+        _let_go(tx, replaced, [_name_record(tx, existing["id"], "/".join(parts))], now)
     return replaced
 
 
@@ -219,6 +230,7 @@ class TreeError(BadInput):
 def _node_query(where: str) -> str:
     return (
         "select n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
+        "n.version, n.last_path, "
         "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
         f"from nodes n left join objects o on o.id = n.object_id where {where}"
     )
@@ -242,7 +254,7 @@ def list_entries(tx: Transaction, parent: int, after: str, limit: int) -> list[R
     each with its node's attributes (as `node_attrs`) and its `name`."""
     return tx.all(
         "select e.name, n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
-        "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
+        "n.version, o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
         "from entries e join nodes n on n.id = e.node_id left join objects o on o.id = n.object_id "
         "where e.parent_id = :parent and e.name > :after order by e.name limit :limit",
         {"parent": parent, "after": after, "limit": limit},
@@ -282,15 +294,49 @@ def _changed(tx: Transaction, folder: int, now: float) -> None:
 
 
 def _drop_entry(tx: Transaction, parent: int, name: str, node: int, now: float) -> bool:
-    """Remove one entry; True when its node has no name left (its object is released and touched)."""
+    """Remove one entry; True when its node has no name left: its object lets go of the node
+    (`_let_go`), and the node keeps the path it had (`last_path`) for a version of its
+    content committed later (which then goes to the trash under that name)."""
+    last = tx.value("select count(*) as n from entries where node_id = :node", {"node": node}) == 1
+    path = _entry_path(tx, parent, name) if last else None
     tx.execute("delete from entries where parent_id = :parent and name = :name", {"parent": parent, "name": name})
     _changed(tx, parent, now)
-    if tx.value("select count(*) as n from entries where node_id = :node", {"node": node}):
+    if not last:
         tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": node})
         return False
-    touch_object(tx, tx.value("select object_id from nodes where id = :node", {"node": node}), now)
-    tx.execute("update nodes set object_id = null where id = :node", {"node": node})
+    object_id = tx.value("select object_id from nodes where id = :node", {"node": node})
+    tx.execute("update nodes set object_id = null, last_path = :path, ctime = :now where id = :node",
+               {"path": path, "now": now, "node": node})
+    if object_id is not None and path is not None:
+        _let_go(tx, object_id, [_name_record(tx, node, path)], now)
     return True
+
+
+def _entry_path(tx: Transaction, parent: int, name: str) -> str | None:
+    """The path (without the bucket) of entry `name` in folder `parent`."""
+    folder = node_path(tx, parent)
+    if folder is None:
+        return None
+    return f"{folder}/{name}" if folder else name
+
+
+def _name_record(tx: Transaction, node: int, path: str) -> dict:
+    """A name as the trash keeps it for restore (`objects.trashed_names`)."""
+    row = tx.one("select mode, uid, gid, xattrs from nodes where id = :node", {"node": node})
+    return {"path": path, "mode": row["mode"], "uid": row["uid"], "gid": row["gid"], "xattrs": row["xattrs"]}
+
+
+def _let_go(tx: Transaction, object_id: str, records: list[dict], now: float) -> None:
+    """An object lost a name: touch it (a reference was dropped). When no name is left, remember
+    the names it had (for restore from the trash) and report it (`Transaction.released`), so
+    that its reference check runs now rather than after the collector's `min_age`."""
+    touch_object(tx, object_id, now)
+    if tx.one("select 1 as found from nodes where object_id = :id limit 1", {"id": object_id}) is not None:
+        return
+    if records:
+        tx.execute("update objects set trashed_names = :names where id = :id and deleted_at is null",
+                   {"names": json.dumps(records), "id": object_id})
+    tx.released().add(object_id)
 
 
 def unlink(tx: Transaction, parent: int, name: str, now: float) -> tuple[int, bool]:
@@ -416,20 +462,71 @@ def update_node(tx: Transaction, node: int, **fields: object) -> None:
         tx.execute(f"update nodes set {assignments} where id = :node", {**fields, "node": node})
 
 
-def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: float) -> tuple[bool, str | None]:
-    """Make file `node` refer to `object_id` (its content was rewritten through the mount).
-
-    Returns (whether the node still exists, the object it referred to before). The object it
-    referred to before is touched.
-    """
-    tx.execute("update nodes set mtime = :mtime, ctime = :now where id = :node", {"mtime": mtime, "now": now, "node": node})
+def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: float, version: str) -> None:
+    """Make file `node` refer to `object_id` (its content was rewritten through the mount) at
+    content version `version`. The object it referred to before lets go of this name."""
     row = tx.one("select object_id from nodes where id = :node", {"node": node})
-    if row is None:
-        return False, None
-    tx.execute("update nodes set object_id = :object_id where id = :node", {"object_id": object_id, "node": node})
-    if row["object_id"] != object_id:
-        touch_object(tx, row["object_id"], now)
-    return True, row["object_id"]
+    tx.execute("update nodes set object_id = :object_id, version = :version, mtime = :mtime, ctime = :now "
+               "where id = :node",
+               {"object_id": object_id, "version": version, "mtime": mtime, "now": now, "node": node})
+    if row is not None and row["object_id"] is not None and row["object_id"] != object_id:
+        path = node_path(tx, node)
+        _let_go(tx, row["object_id"], [] if path is None else [_name_record(tx, node, path)], now)
+
+
+MAX_NAME_BYTES = 255
+
+
+def conflict_name(name: str, now: float, copy: int = 1) -> str:
+    """The name of a conflict copy of `name`: `photo (conflict 2026-11-29 17.02).png` (local
+    time; ` 2`, ` 3`… after the minute for further copies), within the 255-byte limit."""
+    stem, dot, extension = name.rpartition(".")
+    if not stem or not dot:  # no extension, or a dot file such as `.profile`
+        stem, extension = name, ""
+    else:
+        extension = "." + extension
+    tag = f" (conflict {time.strftime('%Y-%m-%d %H.%M', time.localtime(now))}{'' if copy == 1 else f' {copy}'})"
+    room = MAX_NAME_BYTES - len((tag + extension).encode())
+    if room < 1:  # an extension too long to keep
+        extension, room = "", MAX_NAME_BYTES - len(tag.encode())
+    stem = stem.encode()[:room].decode(errors="ignore")
+    return stem + tag + extension
+
+
+def bind_conflict_copy(tx: Transaction, node: int, object_id: str, filename: str, mtime: float, now: float) -> str:
+    """A new file beside `node` (in the folder of its first name) that refers to `object_id`,
+    with the node's mode, owner and xattrs, named `filename` (a `conflict_name`) or the next
+    free `conflict_name`. Returns its path without the bucket."""
+    row = tx.one("select * from nodes where id = :node", {"node": node})
+    entry = tx.one("select parent_id, name from entries where node_id = :node order by parent_id, name limit 1",
+                   {"node": node})
+    name, copy = filename, 1
+    while lookup(tx, entry["parent_id"], name) is not None:
+        copy += 1
+        name = conflict_name(entry["name"], now, copy)
+    copy_node = _new_node(tx, row["bucket"], "file", object_id, row["mode"], Owner(row["uid"], row["gid"]), now,
+                          row["xattrs"])
+    tx.execute("update nodes set mtime = :mtime where id = :node", {"mtime": mtime, "node": copy_node})
+    tx.execute("insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
+               {"parent": entry["parent_id"], "name": name, "node": copy_node})
+    _changed(tx, entry["parent_id"], now)
+    folder = node_path(tx, entry["parent_id"])
+    return f"{folder}/{name}" if folder else name
+
+
+def node_path(tx: Transaction, node: int) -> str | None:
+    """The node's path without the bucket (through its first name at each level; "" for a
+    bucket's top folder); None when it has no name."""
+    parts: list[str] = []
+    current = node
+    while tx.one("select 1 as found from buckets where root_node = :node", {"node": current}) is None:
+        entry = tx.one("select parent_id, name from entries where node_id = :node order by parent_id, name limit 1",
+                       {"node": current})
+        if entry is None:
+            return None
+        parts.append(entry["name"])
+        current = entry["parent_id"]
+    return "/".join(reversed(parts))
 
 
 def entries_of_object(tx: Transaction, object_id: str) -> list[Row]:

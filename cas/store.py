@@ -7,13 +7,14 @@ writes and the blob lock are described in docs/concurrency.md, which this module
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cas import ahead, names
@@ -22,11 +23,14 @@ from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
 from cas.content_type import detect_content_type
-from cas.errors import BadInput, NotFound, StoreError
+from cas.errors import BadInput, NotFound, StoreError, TooLarge
 from cas.faults import crash_point
 from cas.ids import new_object_id, parse_object_id
+from cas.sizes import format_size
 from cas.model import ObjectInfo, PutResult
 from cas.validate import check_bucket, check_content_type, check_expiry, check_filename, check_metadata, split_name
+
+log = logging.getLogger("assetfs.store")
 
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm",
                "catalog.db-writer", "catalog.db-waiting")
@@ -73,18 +77,82 @@ class _Prepared:
 @dataclass(frozen=True)
 class StagedWrite:
     """A file written through the mount: its staged copy (sealed by `blobtree.seal_staged`),
-    the named-tree file node whose content it becomes, and the node's mtime when it was
-    closed (kept unless the node's attributes changed after that)."""
+    the named-tree file node whose content it becomes, the node's mtime when it was closed
+    (kept unless the node's attributes changed after that), the content version it becomes,
+    and the versions of the node it may replace (those its writer started from; None: any).
+    A node at another version was changed by someone else meanwhile: the write becomes a
+    conflict copy beside it (docs/concurrency.md, "Many writers")."""
 
     staged: StagedFile
     node: int
     mtime: float
+    version: str
+    bases: frozenset[str | None] | None
 
 
 def _node_place(tx: Transaction, node: int) -> tuple[str, str] | None:
     """A named-tree node's bucket and file name, or None when it has no name left."""
     attrs, filename = names.node_attrs(tx, node), names.node_name(tx, node)
     return None if attrs is None or filename is None else (attrs["bucket"], filename)
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a file written through the mount goes at its commit: onto its node (the node is
+    still at a version its writer started from), beside it as a conflict copy (someone else
+    changed it meanwhile), or into the trash under the node's last name (it has none left)."""
+
+    kind: str  # "node", "conflict" or "trash"
+    filename: str  # the object's file name (its alias's)
+
+    @classmethod
+    def of(cls, node: Row, filename: str | None, write: StagedWrite, now: float) -> "_Placement":
+        if filename is None:
+            return cls("trash", PurePosixPath(node["last_path"] or "untitled").name)
+        if write.bases is not None and node["version"] not in write.bases:
+            return cls("conflict", names.conflict_name(filename, now))
+        return cls("node", filename)
+
+    def bind(self, tx: Transaction, write: StagedWrite, result: PutResult, grace: float, now: float) -> PutResult:
+        object_id = result.object.id
+        if self.kind == "node":
+            node = names.node_attrs(tx, write.node)
+            # an mtime set after the file was closed (rsync sets it then) wins over the close's
+            mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
+            names.rebind_node(tx, write.node, object_id, mtime, now, write.version)
+            return result
+        if self.kind == "conflict":
+            path = names.bind_conflict_copy(tx, write.node, object_id, self.filename, write.mtime, now)
+            log.warning("conflict: node %d changed since its writer opened it; this version is kept as %s/%s",
+                        write.node, result.object.bucket, path)
+            return replace(result, name=path, conflict=True)
+        if not result.deduplicated:  # its content is live already otherwise
+            node = names.node_attrs(tx, write.node)
+            record = {"path": node["last_path"] or self.filename, "mode": node["mode"], "uid": node["uid"],
+                      "gid": node["gid"], "xattrs": node["xattrs"]}
+            tx.execute("update objects set trashed_names = :names where id = :id",
+                       {"names": json.dumps([record]), "id": object_id})
+            trash_object(tx, object_id, now, grace)
+        info = ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}))
+        return replace(result, object=info, trashed=True)
+
+
+def _too_large(bucket: str, max_size: int) -> TooLarge:
+    return TooLarge(f"larger than bucket {bucket}'s max_size ({format_size(max_size)}); nothing was stored")
+
+
+class _SizeLimited:
+    """A source that fails with TooLarge once more than `limit` bytes were read from it."""
+
+    def __init__(self, source: BinaryIO, limit: int, bucket: str) -> None:
+        self.source, self.limit, self.bucket, self.read = source, limit, bucket, 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        count = self.source.readinto(buffer)
+        self.read += count or 0
+        if self.read > self.limit:
+            raise _too_large(self.bucket, self.limit)
+        return count
 
 
 class _ContentGone(Exception):
@@ -230,10 +298,14 @@ class Store:
             check_filename(filename)
             if parts:
                 self.catalog.run(lambda tx: names.check_target(tx, settings.bucket, parts), write=False)
+            max_size = self.config.bucket(settings.bucket).max_size
             content = self._stored_copy_of(stream) if look_for_stored else None
             if content is None:
-                content = self.tree.stage(stream)
+                content = self.tree.stage(stream if max_size is None else _SizeLimited(stream, max_size, settings.bucket))
                 crash_point("put:staged")
+            if max_size is not None and content.size > max_size:  # found stored
+                self.tree.discard(content)
+                raise _too_large(settings.bucket, max_size)
         content_type = settings.content_type or detect_content_type(content.head, filename)
         return _Prepared(content, parts, filename, content_type, new_object_id())
 
@@ -338,9 +410,7 @@ class Store:
         else:
             object_id = existing["id"]
         if parts:
-            replaced = names.bind(tx, bucket, parts, object_id, now, owner)
-            if replaced is not None and replaced != object_id:
-                _touch(tx, replaced, now)
+            names.bind(tx, bucket, parts, object_id, now, owner)  # the object it replaces lets go of the name
         row = tx.one("select * from objects where id = :id", {"id": object_id})
         info = ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
         return PutResult(object=info, deduplicated=existing is not None, name="/".join(parts) if parts else None)
@@ -386,22 +456,23 @@ class Store:
                 results: list[PutResult | None] = [None] * len(writes)
                 for index, write in sorted(enumerate(writes), key=lambda pair: pair[1].staged.hash):
                     node = names.node_attrs(tx, write.node)
+                    if node is None:
+                        continue  # deleted with its names: nothing says where it belonged
+                    now = time.time()
                     filename = names.node_name(tx, write.node)
-                    if node is None or filename is None:
-                        continue
+                    place = _Placement.of(node, filename, write, now)
                     plan = plans.get(index)
-                    if plan is None or (plan.bucket, plan.filename) != (node["bucket"], filename):
-                        # renamed since: an object of its own, its alias made under the lock (kept for retries)
+                    if plan is None or (plan.bucket, plan.filename) != (node["bucket"], place.filename):
+                        # renamed since, or placed elsewhere: an object of its own, its alias made
+                        # under the lock (kept for retries)
                         if plan is not None:
                             superseded.append(plan)
-                        plan = plans[index] = ahead.PlannedObject(write.staged, node["bucket"], new_object_id(), filename)
-                        content_types[index] = detect_content_type(write.staged.head, filename)
+                        plan = plans[index] = ahead.PlannedObject(write.staged, node["bucket"], new_object_id(),
+                                                                  place.filename)
+                        content_types[index] = detect_content_type(write.staged.head, place.filename)
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
                                               content_types[index], {}, None, plan.filename, owner, pending)
-                    # an mtime set after the file was closed (rsync sets it then) wins over the close's
-                    mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
-                    names.rebind_node(tx, write.node, result.object.id, mtime, time.time())
-                    results[index] = result
+                    results[index] = place.bind(tx, write, result, self.config.bucket(plan.bucket).grace, now)
                 pending.flush()
                 return results
 
@@ -570,9 +641,11 @@ def _lock_live(tx: Transaction, object_id: str) -> Row | None:
 
 
 def trash_object(tx: Transaction, object_id: str, now: float, grace: float) -> None:
-    """Move a live object to the trash until `now + grace`, keeping its names for restore."""
+    """Move a live object to the trash until `now + grace`, keeping its names for restore (for
+    an object without names, the ones it had when it lost its last: `names._let_go`)."""
     tx.execute(
-        "update objects set deleted_at = :now, purge_after = :purge_after, trashed_names = :names "
+        "update objects set deleted_at = :now, purge_after = :purge_after, "
+        "trashed_names = case when :names = '[]' then trashed_names else :names end "
         "where id = :id and deleted_at is null",
         {"now": now, "purge_after": now + grace, "names": names.unbind_object(tx, object_id), "id": object_id},
     )

@@ -10,6 +10,12 @@ folder behind, unlocked: the next mount, or `fsck --repair`, commits what it hol
 (`recover`), so nothing closed before the kill is lost. A file that was open and not closed
 is not in the journal: as on a local filesystem, what its last close or fsync left stays.
 
+Each entry's name also carries the content version it was written from (its *base*) and the
+version it becomes (`<journal id>.<seq>`): the commit binds it to its node only if the node
+is still at that base, or it becomes a conflict copy (docs/concurrency.md, "Many writers").
+A file in the folder whose name is not an entry's (`unreadable`) never stops a mount: it is
+left where it is, reported by fsck and saved by `fsck --repair` (`save_unreadable`).
+
 Committing an entry links it to a fresh staging file, which the store installs as the blob
 (or removes on a dedup hit); the entry itself stays until the transaction committed, so a
 crash at any point leaves it to commit again. Of several entries for one node, only the
@@ -18,9 +24,11 @@ newest is committed: the older ones were replaced by it before anyone could see 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +43,12 @@ log = logging.getLogger("assetfs.writeback")
 JOURNAL_PREFIX = "closed-"
 
 
+ENTRY_NAME = re.compile(r"e(?P<seq>\d{1,19})_n(?P<node>\d{1,19})_t(?P<mtime>-?\d{1,30})_b(?P<base>-|[0-9a-f.]{1,80})")
+LEGACY_ENTRY_NAME = re.compile(r"(?P<seq>\d{1,19})-(?P<node>\d{1,19})-(?P<mtime>-?\d{1,30})")  # before versions
+NO_VERSION = "-"  # in an entry's name: the node had no version (a new file, or a node from before versions)
+UNCHECKED = None  # base of an entry written before versions existed: committed without a check
+
+
 @dataclass(frozen=True)
 class ClosedFile:
     """One journal entry: the staged copy of a file closed in a mount."""
@@ -42,14 +56,34 @@ class ClosedFile:
     path: Path
     seq: int
     node: int
-    mtime: float
+    mtime_ns: int
+    base: str | None  # the node's version the content was written from (None: none); see UNCHECKED
+    checked: bool = True  # False for entries from before versions
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    @property
+    def version(self) -> str:
+        """The content version this entry becomes: `<journal id>.<seq>`, unique in the store."""
+        return f"{self.path.parent.name.removeprefix(JOURNAL_PREFIX)}.{self.seq}"
+
+    @classmethod
+    def name_for(cls, seq: int, node: int, mtime_ns: int, base: str | None) -> str:
+        return f"e{seq:012d}_n{node}_t{mtime_ns}_b{NO_VERSION if base is None else base}"
 
     @classmethod
     def parse(cls, path: Path) -> ClosedFile | None:
-        parts = path.name.split("-")
-        if len(parts) != 3 or not all(part.isdigit() for part in parts):
-            return None
-        return cls(path, int(parts[0]), int(parts[1]), int(parts[2]) / 1e9)
+        match = ENTRY_NAME.fullmatch(path.name)
+        if match is not None:
+            base = match["base"]
+            return cls(path, int(match["seq"]), int(match["node"]), int(match["mtime"]),
+                       None if base == NO_VERSION else base)
+        match = LEGACY_ENTRY_NAME.fullmatch(path.name)
+        if match is not None:
+            return cls(path, int(match["seq"]), int(match["node"]), int(match["mtime"]), None, checked=False)
+        return None
 
 
 Outcome = PutResult | None | Exception  # committed; nothing to commit (the node lost its names); failed
@@ -76,24 +110,37 @@ class Journal:
         os.rename(starting, folder)
         return cls(folder, fd)
 
-    def record(self, fd: int, staged: Path | None, node: int, mtime: float) -> ClosedFile:
-        """Put a closed file's staged copy (`blobtree.new_staging_file`) into the journal."""
+    @property
+    def id(self) -> str:
+        return self.folder.name.removeprefix(JOURNAL_PREFIX)
+
+    def record(self, fd: int, staged: Path | None, node: int, mtime: float, base: str | None) -> ClosedFile:
+        """Put a closed file's staged copy (`blobtree.new_staging_file`), written from content
+        version `base`, into the journal."""
         self._seq += 1
-        entry = ClosedFile(self.folder / f"{self._seq:012d}-{node}-{round(mtime * 1e9)}", self._seq, node, mtime)
-        link_staging_file(fd, staged, self._lock_fd, entry.path.name)
-        return entry
+        mtime_ns = round(mtime * 1e9)
+        path = self.folder / ClosedFile.name_for(self._seq, node, mtime_ns, base)
+        link_staging_file(fd, staged, self._lock_fd, path.name)
+        return ClosedFile(path, self._seq, node, mtime_ns, base)
 
     def entries(self) -> list[ClosedFile]:
         found = (ClosedFile.parse(Path(entry.path)) for entry in os.scandir(self.folder))
         return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.seq)
 
+    def unreadable(self) -> list[Path]:
+        """Files in the folder that are not entries (nothing this code wrote)."""
+        return sorted(Path(entry.path) for entry in os.scandir(self.folder) if ClosedFile.parse(Path(entry.path)) is None)
+
     def close(self) -> bool:
-        """Release the lock; remove the folder when it holds nothing. True when removed."""
+        """Release the lock; remove the folder when it holds nothing. True when removed (a
+        folder that still holds files, entries or not, stays for the next mount or fsck)."""
         try:
-            if self.entries():
-                return False
             os.rmdir(self.folder)
             return True
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            return False
         finally:
             self.release()
 
@@ -137,19 +184,30 @@ def abandoned_journals(tmp: Path) -> Iterator[Journal]:
 def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> dict[ClosedFile, Outcome]:
     """Commit journal entries (each with its content's hash when known) in one batch; when
     the batch fails, one by one, so one bad entry does not hold back the others. Committed
-    entries (and the older entries of the same nodes) leave the journal."""
+    entries (and the older entries of the same nodes) leave the journal.
+
+    Of a node's entries only the newest is committed; it may bind to the node when the node is
+    at the base of any of them (the older ones were its own steps: committed already by an
+    attempt that did not get to remove them, or never)."""
     newest: dict[int, tuple[ClosedFile, str | None]] = {}
+    bases: dict[int, set[str | None]] = {}
+    unchecked: set[int] = set()
     for entry, hash_hex in sorted(closed, key=lambda pair: pair[0].seq):
         newest[entry.node] = (entry, hash_hex)
+        bases.setdefault(entry.node, set()).add(entry.base)
+        if not entry.checked:
+            unchecked.add(entry.node)
+    items = [(entry, hash_hex, None if entry.node in unchecked else frozenset(bases[entry.node]))
+             for entry, hash_hex in newest.values()]
     outcomes: dict[ClosedFile, Outcome] = {}
     try:
-        results = _commit(store, list(newest.values()))
+        results = _commit(store, items)
     except Exception as error:
-        if len(newest) == 1:
+        if len(items) == 1:
             results = [error]
         else:
-            results = [_commit_one(store, item) for item in newest.values()]
-    for (entry, _), result in zip(newest.values(), results):
+            results = [_commit_one(store, item) for item in items]
+    for (entry, _, _), result in zip(items, results):
         outcomes[entry] = result
     for entry, _ in closed:
         if entry not in outcomes:  # replaced by a newer entry of its node
@@ -160,18 +218,22 @@ def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> 
     return outcomes
 
 
-def _commit_one(store: Store, item: tuple[ClosedFile, str | None]) -> Outcome:
+Item = tuple[ClosedFile, str | None, frozenset[str | None] | None]  # entry, hash, accepted bases
+
+
+def _commit_one(store: Store, item: Item) -> Outcome:
     try:
         return _commit(store, [item])[0]
     except Exception as error:
         return error
 
 
-def _commit(store: Store, items: list[tuple[ClosedFile, str | None]]) -> list[PutResult | None]:
+def _commit(store: Store, items: list[Item]) -> list[PutResult | None]:
     writes: list[StagedWrite] = []
     try:
-        for entry, hash_hex in items:
-            writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime))
+        for entry, hash_hex, accepted in items:
+            writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime,
+                                      entry.version, accepted))
     except BaseException:
         for write in writes:
             store.tree.discard(write.staged)
@@ -202,8 +264,26 @@ def recover(store: Store, journal: Journal) -> tuple[int, int]:
                 log.error("could not commit %s, closed in a mount that ended: %s", entry.path, outcome)
             else:
                 committed += 1
+    for path in journal.unreadable():
+        log.warning("%s is not a journal entry: left for `assetfs fsck --repair`, which saves it to bucket %s",
+                    path, LOST_FOUND_BUCKET)
     journal.close()
     return committed, failed
+
+
+LOST_FOUND_BUCKET = "lost-found"
+
+
+def save_unreadable(store: Store, journal: Journal) -> list[PutResult]:
+    """Store each file of the journal that is not an entry as an object of bucket
+    `lost-found`, named `journal-<journal id>/<file name>`, then remove it from the journal."""
+    saved = []
+    for path in journal.unreadable():
+        if not path.is_file() or path.is_symlink():
+            continue
+        saved.append(store.put(LOST_FOUND_BUCKET, path, name=f"journal-{journal.id}/{path.name}"))
+        path.unlink()
+    return saved
 
 
 def recover_all(store: Store) -> tuple[int, int]:

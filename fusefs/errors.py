@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from cas import names
-from cas.errors import BadInput, NotFound, StoreError
+from cas.errors import AssetfsError, BadInput, NotFound, StoreError
 
 log = logging.getLogger("assetfs.mount")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -39,6 +39,8 @@ def to_fuse_error(error: BaseException) -> pyfuse3.FUSEError | None:
         return pyfuse3.FUSEError(error.errno)
     if isinstance(error, NotFound):
         return pyfuse3.FUSEError(errno.ENOENT)
+    if isinstance(error, AssetfsError) and getattr(error, "errno", None):
+        return pyfuse3.FUSEError(error.errno)
     if isinstance(error, BadInput):
         return pyfuse3.FUSEError(errno.EINVAL)
     if isinstance(error, OSError) and error.errno:

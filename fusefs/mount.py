@@ -28,6 +28,7 @@ from cas.errors import BadInput, StoreError
 from cas.store import Store
 from cas.writeback import Journal, recover_all
 from fusefs.errors import inject_fault
+from fusefs.letgo import LetGo
 from fusefs.operations import Operations
 from fusefs.readahead import READ_AHEAD_KIB, raise_read_ahead
 from fusefs.writebehind import WriteBehind
@@ -186,6 +187,7 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
             fuse_options.add("allow_other")
         writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
         operations = Operations(store, writebehind, read_only=options.read_only)
+        let_go = LetGo(store)
         try:
             if not options.read_only:
                 dropped = operations.view.drop_unlinked_nodes()
@@ -203,19 +205,21 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
             if collector is not None:
                 collector.start()
                 log.info("garbage collector running every %ss", store.config.gc.interval)
-            trio.run(_main, mountpoint, ready, operations)
+            trio.run(_main, mountpoint, ready, operations, let_go)
         finally:
             if collector is not None:
                 collector.stop()
             pyfuse3.close(unmount=True)
             operations.close()
+            let_go.check()
             log.info("unmounted %s", mountpoint)
 
 
-async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations) -> None:
+async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations, let_go: LetGo) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal)
         nursery.start_soon(operations.writebehind.run)
+        nursery.start_soon(let_go.run)
         nursery.start_soon(operations.contents.run)
         nursery.start_soon(_when_serving, mountpoint, ready)
         await pyfuse3.main()

@@ -99,8 +99,8 @@ class Operations(pyfuse3.Operations):
         entry.entry_timeout = entry.attr_timeout = LONG if immutable else SHORT
         if isinstance(key, NamedNode):
             content = self.contents.get(key.node)
-            if content is not None and not attr.is_dir:
-                attr.size, attr.mtime = content.size, content.mtime
+            if content is not None and not attr.is_dir and content.knows(attr.version):
+                attr.size, attr.mtime = content.size, content.mtime  # written here, maybe not committed yet
         entry.st_mode = attr.st_mode
         entry.st_nlink = attr.nlink
         entry.st_uid, entry.st_gid = attr.uid, attr.gid
@@ -252,7 +252,7 @@ class Operations(pyfuse3.Operations):
 
     async def truncate(self, node: int, length: int) -> None:
         row = await self.named_file(NamedNode(node))
-        content = self.contents.acquire(node, row["hash"], row["size"] or 0, row["mtime"])
+        content = self.contents.acquire(node, row["bucket"], row["hash"], row["size"] or 0, row["mtime"], row["version"])
         try:
             await content.truncate(length)
         finally:
@@ -389,7 +389,7 @@ class Operations(pyfuse3.Operations):
         text = _new_name(name, parent)
         folder = self.writable_folder(parent)
         row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx))
-        content = self.contents.acquire(row["id"], None, 0, row["mtime"])
+        content = self.contents.acquire(row["id"], row["bucket"], None, 0, row["mtime"], row["version"])
         content.start_empty(fd, path)  # staged and empty: the first close stores an (empty) object
         fh = self.new_handle(NamedHandle(content, writable=True))
         return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
@@ -418,7 +418,7 @@ class Operations(pyfuse3.Operations):
             fd = await self.thread(os.open, self.view.blob_path(info.hash), os.O_RDONLY)
             return pyfuse3.FileInfo(fh=self.new_handle(ObjectHandle(fd)), keep_cache=True)
         row = await self.named_file(key)
-        content = self.contents.acquire(row["id"], row["hash"], row["size"] or 0, row["mtime"])
+        content = self.contents.acquire(row["id"], row["bucket"], row["hash"], row["size"] or 0, row["mtime"], row["version"])
         try:
             if writable and flags & os.O_TRUNC:
                 await content.truncate(0)

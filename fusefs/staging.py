@@ -64,21 +64,35 @@ class ClosedVersion:
 
 
 class NodeContent:
-    def __init__(self, contents: OpenContents, node: int, hash_hex: str | None, size: int, mtime: float) -> None:
+    def __init__(self, contents: OpenContents, node: int, hash_hex: str | None, size: int, mtime: float,
+                 version: str | None, max_size: int | None) -> None:
         self.contents = contents
         self.store = contents.store
         self.node = node
+        self.max_size = max_size  # the bucket's: a write or truncate past it fails with EFBIG
         self.hash = hash_hex  # the committed content (None: the node has no object yet: empty)
+        # the content version the next closed copy is written from: the node's, as read from
+        # the catalog, or the version of this mount's last closed copy (docs/concurrency.md)
+        self.version = version
+        self.past_versions: set[str | None] = set()  # versions this content was written over
         self.size = size  # of the newest content: staged, closed or committed
         self.mtime = mtime
         self.lock = trio.Lock()
         self.users = 0  # open handles, plus running path-based truncates
         self.closed: list[ClosedVersion] = []  # oldest first
         self.committed_at = -math.inf  # trio clock
+        self.stale = False  # the node changed under this content: dropped once idle
         self._blob_fd: int | None = None
         self._staged_fd: int | None = None
         self._staged_path: Path | None = None
         self._hash = SequentialHash(broken=True)  # of the staged copy, while written in order
+
+    def knows(self, version: str | None) -> bool:
+        """Whether a row at `version` is this content's or older: not when another writer
+        committed a version since (the content is then stale, and the row wins)."""
+        if version != self.version and version not in self.past_versions:
+            self.stale = True
+        return not self.stale
 
     @property
     def dirty(self) -> bool:
@@ -98,7 +112,12 @@ class NodeContent:
                 return b""
             return await trio.to_thread.run_sync(os.pread, fd, size, offset)
 
+    def _check_size(self, size: int) -> None:
+        if self.max_size is not None and size > self.max_size:
+            raise OSError(errno.EFBIG, f"larger than the bucket's max_size ({self.max_size} bytes)")
+
     async def write(self, offset: int, data: bytes) -> int:
+        self._check_size(offset + len(data))
         async with self.lock:
             fd = await self._stage(copy=True)
             written = await trio.to_thread.run_sync(_pwrite_hashing, fd, data, offset, self._hash)
@@ -107,6 +126,7 @@ class NodeContent:
             return written
 
     async def truncate(self, length: int) -> None:
+        self._check_size(length)
         async with self.lock:
             fd = await self._stage(copy=length > 0)
             await trio.to_thread.run_sync(os.ftruncate, fd, length)
@@ -160,10 +180,12 @@ class NodeContent:
             if self._staged_fd is None:
                 return
             size, hashing = self.size, self._hash
-            pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime, size,
-                                               lambda: hashing.hex_digest(size), self._committed)
+            pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime,
+                                               self.version, size, lambda: hashing.hex_digest(size), self._committed)
             self.closed.append(ClosedVersion(self._staged_fd, size, pending))
             self._staged_fd = self._staged_path = None
+            self.past_versions.add(self.version)
+            self.version = pending.closed.version
 
     async def _committed(self, pending: Pending, outcome: Outcome) -> None:
         """The write-behind's report on one of this content's closed versions."""
@@ -173,10 +195,13 @@ class NodeContent:
             version = next(version for version in self.closed if version.pending is pending)
             self.closed.remove(version)
             os.close(version.fd)
-            if outcome is not None and outcome.object.hash != self.hash:
+            if outcome is not None and not outcome.conflict and outcome.object.hash != self.hash:
                 self._close_blob()
                 self.hash = outcome.object.hash
-            self.committed_at = trio.current_time()
+            if outcome is not None and outcome.conflict:
+                self.stale = True  # the node holds someone else's newer version: not lingered on
+            else:
+                self.committed_at = trio.current_time()
         await self.contents.settled(self)
 
     async def wait_committed(self, writebehind: WriteBehind) -> None:
@@ -244,10 +269,19 @@ class OpenContents:
     def get(self, node: int) -> NodeContent | None:
         return self._by_node.get(node)
 
-    def acquire(self, node: int, hash_hex: str | None, size: int, mtime: float) -> NodeContent:
+    def acquire(self, node: int, bucket: str, hash_hex: str | None, size: int, mtime: float,
+                version: str | None) -> NodeContent:
+        """The node's content, for one more user; `hash_hex`, `size`, `mtime` and `version` are
+        the node's row as just read. A content kept from before (lingering after its commit)
+        that no longer matches the row is replaced: another writer committed since."""
         content = self._by_node.get(node)
+        if content is not None and content.idle and not content.knows(version):
+            self._lingering.discard(content)
+            del self._by_node[node]
+            content.close()
+            content = None
         if content is None:
-            content = NodeContent(self, node, hash_hex, size, mtime)
+            content = NodeContent(self, node, hash_hex, size, mtime, version, self.store.config.bucket(bucket).max_size)
             self._by_node[node] = content
         content.users += 1
         return content
@@ -266,7 +300,7 @@ class OpenContents:
         """Drop the content once nothing uses it or waits in it (and it is done lingering)."""
         if not content.idle or self._by_node.get(content.node) is not content:
             return
-        if trio.current_time() < content.committed_at + LINGER_S:
+        if not content.stale and trio.current_time() < content.committed_at + LINGER_S:
             self._lingering.add(content)
             return
         self._lingering.discard(content)

@@ -40,6 +40,7 @@ class Attr:
     mtime: float
     ctime: float
     nlink: int = 1
+    version: str | None = None  # a named file's content version (docs/concurrency.md, "Many writers")
 
     @property
     def st_mode(self) -> int:
@@ -59,7 +60,7 @@ def node_attr(row: Row) -> Attr:
     is_dir = row["kind"] == "dir"
     return Attr(is_dir=is_dir, mode=row["mode"], uid=row["uid"], gid=row["gid"],
                 size=0 if is_dir else (row["size"] or 0), mtime=row["mtime"], ctime=row["ctime"],
-                nlink=1 if is_dir else max(row["nlink"], 1))
+                nlink=1 if is_dir else max(row["nlink"], 1), version=row["version"])
 
 
 def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:

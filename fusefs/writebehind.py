@@ -9,7 +9,7 @@ closed (the next mount commits the journal).
 
 `fsync()` of a file waits for that file's commit; `fsync()` of a folder waits for every file
 closed before it (`drain`). A commit that fails is logged and retried with backoff, its file
-kept in the journal; an fsync waiting for it gets the error.
+kept in the journal; an fsync waiting for it gets the error after one attempt.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ log = logging.getLogger("assetfs.mount")
 # a closed file waits this long for others to share its commit, unless someone waits for it
 # (tests set ASSETFS_WRITEBEHIND_GATHER_S to hold files in the journal until fsync or unmount)
 GATHER_S = float(os.environ.get("ASSETFS_WRITEBEHIND_GATHER_S", "0.1"))
+LARGE_BYTES = BATCH_BYTES  # a closed file larger than this is committed in the large lane
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 
@@ -50,49 +51,50 @@ class Pending:
     retry_at: float = 0.0
     finished: bool = False  # committed, or nothing to commit
 
-    async def wait(self) -> Outcome | None:
-        """The outcome of the next attempt (of the last one, once finished)."""
-        if not self.finished:
+    async def wait(self, after: int) -> Outcome | None:
+        """The outcome of the first attempt after the `after`th (of the last one, once finished)."""
+        while not self.finished and self.attempts <= after:
             await self.attempted.wait()
         return self.outcome
 
 
-class WriteBehind:
-    def __init__(self, store: Store, journal: Journal) -> None:
-        self.store = store
-        self.journal = journal
+
+class Lane:
+    """A queue of closed files and the trio task that commits them, batch after batch."""
+
+    def __init__(self, commit: Callable[[list[Pending]], dict[ClosedFile, Outcome]]) -> None:
+        self._commit = commit  # blocks: runs in a worker thread
         self.queue: list[Pending] = []
         self.running: list[Pending] = []  # the batch being committed
         self._wakeup = trio.Event()
         self._settling = 0  # fsyncs waiting: commit what is ready without gathering more
 
-    async def submit(self, fd: int, staged: Path | None, node: int, mtime: float, size: int,
-                     content_hash: Callable[[], str | None],
-                     on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
-        """Record a closed file in the journal (a link or rename in tmp/, in a worker thread)
-        and queue its commit."""
-        closed = await trio.to_thread.run_sync(self.journal.record, fd, staged, node, mtime)
-        pending = Pending(closed, size, content_hash, on_done, queued_at=trio.current_time())
+    def holds(self, node: int) -> bool:
+        return any(pending.closed.node == node for pending in (*self.running, *self.queue))
+
+    def add(self, pending: Pending) -> None:
         self.queue.append(pending)
         if len(self.queue) in (1, BATCH_FILES):  # a new due time
             self._wakeup.set()
-        return pending
 
     async def settle(self, waiting: list[Pending]) -> list[Pending]:
         """Attempt these commits now (a failed one is not left to its backoff) and wait for
-        them; those that failed."""
+        one attempt of each, not more: those that failed. So an fsync (or an unmount) with
+        commits that keep failing (a full disk) answers after one attempt per batch, never
+        after their backoffs one after another (docs/concurrency.md, "Bounded failure")."""
+        marks = {pending: pending.attempts for pending in waiting}
         for pending in waiting:
             pending.retry_at = 0.0
         self._settling += 1
         self._wakeup.set()
         try:
-            return [pending for pending in waiting if isinstance(await pending.wait(), Exception)]
+            failed = []
+            for pending in waiting:
+                if isinstance(await pending.wait(marks[pending]), Exception):
+                    failed.append(pending)
+            return failed
         finally:
             self._settling -= 1
-
-    async def drain(self) -> list[Pending]:
-        """`settle` every file closed so far."""
-        return await self.settle([*self.running, *self.queue])
 
     async def run(self) -> None:
         """Commit what is queued, batch after batch, until cancelled.
@@ -141,13 +143,6 @@ class WriteBehind:
         self.queue = [pending for pending in self.queue if pending.closed.node not in nodes]
         return batch
 
-    def _commit(self, batch: list[Pending]) -> dict[ClosedFile, Outcome]:
-        try:
-            return commit_closed(self.store, [(pending.closed, pending.content_hash()) for pending in batch])
-        except Exception as error:  # commit_closed reports per file; this is a bug or the disk
-            log.exception("committing %d closed files failed", len(batch))
-            return {pending.closed: error for pending in batch}
-
     async def _finish(self, batch: list[Pending], outcomes: dict[ClosedFile, Outcome], now: float) -> None:
         for pending in batch:
             outcome = outcomes[pending.closed]
@@ -168,10 +163,68 @@ class WriteBehind:
             except Exception:
                 log.exception("after the commit of node %d", pending.closed.node)
 
+
+class WriteBehind:
+    """Two lanes: files larger than LARGE_BYTES, whose commit may hash gigabytes (when they
+    were not written front to back), are committed apart from the others, so that they never
+    hold back the commits and fsyncs of small files. A node's closed files stay in the lane
+    that holds one of them, so that they are committed in order."""
+
+    def __init__(self, store: Store, journal: Journal) -> None:
+        self.store = store
+        self.journal = journal
+        self.small = Lane(self._commit)
+        self.large = Lane(self._commit)
+        self.lanes = (self.small, self.large)
+
+    async def submit(self, fd: int, staged: Path | None, node: int, mtime: float, base: str | None, size: int,
+                     content_hash: Callable[[], str | None],
+                     on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
+        """Record a closed file, written from the node's content version `base`, in the
+        journal (a link or rename in tmp/, in a worker thread) and queue its commit."""
+        closed = await trio.to_thread.run_sync(self.journal.record, fd, staged, node, mtime, base)
+        pending = Pending(closed, size, content_hash, on_done, queued_at=trio.current_time())
+        lane = next((lane for lane in self.lanes if lane.holds(node)), self.large if size > LARGE_BYTES else self.small)
+        lane.add(pending)
+        return pending
+
+    async def settle(self, waiting: list[Pending]) -> list[Pending]:
+        """`Lane.settle` in both lanes at once: those of `waiting` that failed."""
+        failed: list[Pending] = []
+
+        async def settle_lane(lane: Lane) -> None:
+            mine = [pending for pending in waiting if pending in lane.running or pending in lane.queue]
+            if mine:
+                failed.extend(await lane.settle(mine))
+
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes:
+                nursery.start_soon(settle_lane, lane)
+        return failed
+
+    async def drain(self) -> list[Pending]:
+        """`settle` every file closed so far."""
+        return await self.settle([pending for lane in self.lanes for pending in (*lane.running, *lane.queue)])
+
+    async def run(self) -> None:
+        """Both lanes, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes:
+                nursery.start_soon(lane.run)
+
+    def _commit(self, batch: list[Pending]) -> dict[ClosedFile, Outcome]:
+        try:
+            return commit_closed(self.store, [(pending.closed, pending.content_hash()) for pending in batch])
+        except Exception as error:  # commit_closed reports per file; this is a bug or the disk
+            log.exception("committing %d closed files failed", len(batch))
+            return {pending.closed: error for pending in batch}
+
     def finish(self) -> int:
         """After the mount ended (no trio loop): one last attempt at everything queued; what
         fails stays in the journal for the next mount. Returns how many files that is."""
-        batch, self.queue, self.running = [*self.running, *self.queue], [], []  # running: cancelled before it began
+        batch = [pending for lane in self.lanes for pending in (*lane.running, *lane.queue)]  # running: cancelled
+        for lane in self.lanes:
+            lane.queue, lane.running = [], []
         left = 0
         if batch:  # in one call, so that the entries of a node are committed together (newest wins)
             for closed, outcome in self._commit(batch).items():

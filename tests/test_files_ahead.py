@@ -36,7 +36,7 @@ def node_of(store: Store, bucket: str, path: str) -> int:
 def staged_write(store: Store, node: int, data: bytes = CONTENT) -> StagedWrite:
     path = store.tree.tmp / f"commit-{time.monotonic_ns()}"
     path.write_bytes(data)
-    return StagedWrite(staged=seal_staged(path), node=node, mtime=time.time())
+    return StagedWrite(staged=seal_staged(path), node=node, mtime=time.time(), version=f"test.{node}", bases=None)
 
 
 def alias_folders(store: Store, bucket: str) -> set[str]:

@@ -49,11 +49,23 @@ class Transaction(ABC):
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
 
+    def released(self) -> set[str]:
+        """Objects that lost their last name in this transaction (`cas.names` adds them);
+        `Catalog.run` hands them to the catalog's `on_released` after the commit."""
+        found = self.__dict__.get("_released")
+        if found is None:
+            found = self.__dict__["_released"] = set()
+        return found
+
 
 class Catalog(ABC):
     """A connection (pool) to the catalog database; thread-safe."""
 
     dialect: str
+    # Called with the objects that lost their last name, after the transaction that removed
+    # it committed: the mount and the CLI check at once whether anything else refers to them
+    # (docs/concurrency.md, "A name let go").
+    on_released: Callable[[set[str]], None] | None = None
 
     @abstractmethod
     def transaction(self, write: bool = False, durable: bool = True,
@@ -93,11 +105,15 @@ class Catalog(ABC):
         for attempt in range(attempts):
             try:
                 with self.transaction(write=write, durable=durable, background=background) as tx:
-                    return work(tx)
+                    result = work(tx)
             except Exception as error:
                 if attempt + 1 == attempts or not self.is_retryable(error):
                     raise
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))
+                continue
+            if self.on_released is not None and tx.released():
+                self.on_released(set(tx.released()))
+            return result
         raise AssertionError("unreachable")
 
     def pages(self, sql: str, params: Mapping[str, Any], key: str, start: Any, size: int = 1000) -> Iterator[list[Row]]:

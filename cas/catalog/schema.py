@@ -100,6 +100,14 @@ MIGRATIONS: list[list[str]] = [
         "drop index objects_dedup",
         "create index objects_dedup on objects (bucket, hash, id) where deleted_at is null",
     ],
+    # 6: the coherence of many writers (docs/concurrency.md, "Many writers"): a file node's
+    # content version, which a commit compares with the one its writer started from, and the
+    # path a node had when it lost its last name (a version committed after that goes to the
+    # trash under it)
+    [
+        "alter table nodes add column version text",
+        "alter table nodes add column last_path text",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,228 @@
+"""Many writers on one name (docs/concurrency.md, "Many writers"): a commit that would replace
+a version its writer never saw keeps the newer one on the name and becomes a conflict copy;
+a mount sees what another writer committed; a name removed or replaced lets go of its object
+at once (into the trash, with its name); the journal takes any mtime and a file in it that is
+no entry never stops a mount. Real mounts, both catalogs (issue 11, findings 1–3, 5, 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cas.store import Store
+from conftest import run_cli
+from mounting import Mount, start_mount, stop_mount, unmount
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+                       reason="needs /dev/fuse and fusermount3"),
+]
+
+HELD = {"ASSETFS_WRITEBEHIND_GATHER_S": "3600"}  # closed files wait in the journal until fsync or unmount
+ATTR_TIMEOUT_S = 1.0  # how long a mount may show a name's attributes from before (docs/fuse.md)
+LET_GO_LIMIT_S = 15.0  # a bound for the background reference check, not a speed assertion
+
+
+def kill(mount: Mount) -> None:
+    os.kill(mount.process.pid, signal.SIGKILL)
+    mount.process.wait(timeout=30)
+    unmount(mount.path)
+
+
+def names_in(store_root: Path, bucket: str) -> dict[str, bytes]:
+    """Every name of the bucket's live objects → its content."""
+    with Store.open(store_root) as store:
+        return {name: store.open_object(info.id).read() for info in store.list(bucket) for name in info.names}
+
+
+def conflict_copies(found: dict[str, bytes], name: str) -> list[bytes]:
+    stem = name.rsplit(".", 1)[0]
+    return [content for path, content in found.items() if path.startswith(f"{stem} (conflict ")]
+
+
+def put_named(store_root: Path, tmp_path: Path, bucket: str, name: str, data: bytes) -> str:
+    source = tmp_path / f"put-{time.monotonic_ns()}"
+    source.write_bytes(data)
+    return run_cli(store_root, "put", bucket, str(source), "--name", name).stdout.decode().split()[0]
+
+
+def trashed(store_root: Path, bucket: str) -> dict[str, dict]:
+    listing = run_cli(store_root, "trash", "ls", bucket, "--json").stdout.decode().splitlines()
+    return {record["id"]: record for record in map(json.loads, listing)}
+
+
+def wait_until_trashed(store_root: Path, bucket: str, object_id: str) -> dict:
+    deadline = time.monotonic() + LET_GO_LIMIT_S
+    while object_id not in (found := trashed(store_root, bucket)):
+        assert time.monotonic() < deadline, f"{object_id} did not reach the trash"
+        time.sleep(0.2)
+    return found[object_id]
+
+
+def test_a_killed_mounts_old_close_does_not_replace_a_newer_put(store_root: Path, tmp_path: Path) -> None:
+    put_named(store_root, tmp_path, "photos", "x.txt", b"version 0")
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log", env=HELD)
+    try:
+        (mount.path / "photos" / "x.txt").write_bytes(b"version 1, closed in the mount")
+        (mount.path / "photos" / "new.txt").write_bytes(b"a new file, closed in the mount")
+    finally:
+        kill(mount)
+    put_named(store_root, tmp_path, "photos", "x.txt", b"version 2, put after the kill")
+
+    again = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount2.log")
+    try:
+        assert (again.path / "photos" / "x.txt").read_bytes() == b"version 2, put after the kill"
+        assert (again.path / "photos" / "new.txt").read_bytes() == b"a new file, closed in the mount"
+    finally:
+        assert stop_mount(again) == 0
+    found = names_in(store_root, "photos")
+    assert found["x.txt"] == b"version 2, put after the kill"
+    assert conflict_copies(found, "x.txt") == [b"version 1, closed in the mount"]
+    assert "conflict" in again.log_text()
+    fsck = run_cli(store_root, "fsck", check=None)
+    assert fsck.returncode == 0, fsck.stdout.decode()
+
+
+def test_two_mounts_see_each_others_commits_and_a_stale_write_becomes_a_conflict_copy(store_root: Path,
+                                                                                      tmp_path: Path) -> None:
+    a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log")
+    try:
+        b = start_mount(store_root, tmp_path / "b", tmp_path / "b.log")
+        try:
+            (a.path / "docs").mkdir()
+            with open(a.path / "docs" / "x.txt", "wb") as writer:
+                writer.write(b"from A")
+                writer.flush()
+                os.fsync(writer.fileno())
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            with open(b.path / "docs" / "x.txt", "wb") as writer:
+                writer.write(b"from B, longer")
+                writer.flush()
+                os.fsync(writer.fileno())
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            # within A's 2 s linger of its own commit: A still sees B's newer version
+            assert (a.path / "docs" / "x.txt").read_bytes() == b"from B, longer"
+
+            with open(a.path / "docs" / "x.txt", "ab") as appender:  # an append applies to B's version
+                appender.write(b" + appended by A")
+            a.settle()
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            assert (b.path / "docs" / "x.txt").read_bytes() == b"from B, longer + appended by A"
+
+            with open(a.path / "docs" / "x.txt", "r+b") as patcher:  # opened before B's next write...
+                with open(b.path / "docs" / "x.txt", "wb") as writer:
+                    writer.write(b"B's newest")
+                    writer.flush()
+                    os.fsync(writer.fileno())
+                patcher.write(b"P")  # ...so this patch is of a version that is no longer the name's
+            a.settle()
+        finally:
+            assert stop_mount(b) == 0
+    finally:
+        assert stop_mount(a) == 0
+    found = names_in(store_root, "docs")
+    assert found["x.txt"] == b"B's newest"
+    assert conflict_copies(found, "x.txt") == [b"Prom B, longer + appended by A"]
+    assert "Traceback" not in a.log_text() + b.log_text()
+
+
+def test_the_journal_takes_mtimes_before_1970_and_a_file_that_is_no_entry_never_blocks_a_mount(
+        store_root: Path, tmp_path: Path) -> None:
+    source = tmp_path / "old.txt"
+    source.write_bytes(b"from the sixties")
+    os.utime(source, (-1e8, -1e8))  # 1966
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log", env=HELD)
+    try:
+        (mount.path / "photos").mkdir()
+        shutil.copy2(source, mount.path / "photos" / "old.txt")  # cp -p
+        [journal] = [path for path in (store_root / "tmp").iterdir() if path.name.startswith("closed-")]
+        (journal / "stray file").write_bytes(b"not written by assetfs")
+    finally:
+        kill(mount)
+
+    again = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount2.log")
+    try:
+        copied = again.path / "photos" / "old.txt"
+        assert copied.read_bytes() == b"from the sixties"
+        assert copied.stat().st_mtime == pytest.approx(-1e8)
+    finally:
+        assert stop_mount(again) == 0
+    assert "stray file" in again.log_text()
+
+    report = run_cli(store_root, "fsck", check=None)
+    assert report.returncode == 1 and "unreadable_closed" in report.stdout.decode()
+    repair = run_cli(store_root, "fsck", "--repair", check=None)
+    found = names_in(store_root, "lost-found")
+    assert found, repair.stdout.decode() + repair.stderr.decode()
+    assert [content for name, content in found.items() if name.endswith("/stray file")] == [b"not written by assetfs"]
+    fsck = run_cli(store_root, "fsck", check=None)
+    assert fsck.returncode == 0, fsck.stdout.decode()
+    assert [path.name for path in (store_root / "tmp").iterdir()] == []
+
+
+def test_a_file_renamed_before_its_commit_is_stored_under_its_new_name(store_root: Path, tmp_path: Path) -> None:
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log", env=HELD)
+    try:
+        (mount.path / "photos").mkdir()
+        temporary = mount.path / "photos" / ".img016.jpg.vTGY1S"  # as rsync writes it
+        temporary.write_bytes(b"\xff\xd8\xff\xe0 a jpeg, as far as the name goes")
+        os.rename(temporary, mount.path / "photos" / "img016.jpg")
+        mount.settle()
+    finally:
+        assert stop_mount(mount) == 0
+    with Store.open(store_root) as store:
+        [info] = list(store.list("photos"))
+    assert info.names == ["img016.jpg"] and info.filename == "img016.jpg"
+    assert info.content_type == "image/jpeg"
+    assert list((store_root / "objects" / "photos").rglob("img016.jpg"))
+    assert not list((store_root / "objects" / "photos").rglob(".img016.jpg.vTGY1S"))
+
+
+def test_removing_or_replacing_a_last_name_trashes_the_object_within_seconds(store_root: Path,
+                                                                              tmp_path: Path) -> None:
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        (mount.path / "photos").mkdir()
+        (mount.path / "photos" / "gone.txt").write_bytes(b"removed in the mount")
+        (mount.path / "photos" / "kept.txt").write_bytes(b"held by an application")
+        (mount.path / "photos" / "over.txt").write_bytes(b"replaced by a put")
+        mount.settle()
+        ids = _ids(store_root)
+        run_cli(store_root, "hold", "add", ids["kept.txt"], "app")
+        os.unlink(mount.path / "photos" / "gone.txt")
+        os.unlink(mount.path / "photos" / "kept.txt")
+        wait_until_trashed(store_root, "photos", ids["gone.txt"])
+    finally:
+        assert stop_mount(mount) == 0
+    put_named(store_root, tmp_path, "photos", "over.txt", b"the put's version")
+    wait_until_trashed(store_root, "photos", ids["over.txt"])
+    assert ids["kept.txt"] not in trashed(store_root, "photos")  # a hold still refers to it
+
+    run_cli(store_root, "restore", ids["gone.txt"])
+    assert names_in(store_root, "photos")["gone.txt"] == b"removed in the mount"  # back with its name
+
+
+def _ids(store_root: Path) -> dict[str, str]:
+    with Store.open(store_root) as store:
+        return {name: info.id for info in store.list("photos") for name in info.names}
+
+
+def test_a_file_removed_before_its_commit_goes_to_the_trash_under_its_name(store_root: Path, tmp_path: Path) -> None:
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log", env=HELD)
+    try:
+        (mount.path / "photos").mkdir()
+        (mount.path / "photos" / "brief.txt").write_bytes(b"closed, then removed before its commit")
+        os.unlink(mount.path / "photos" / "brief.txt")
+        mount.settle()
+    finally:
+        assert stop_mount(mount) == 0
+    [record] = trashed(store_root, "photos").values()
+    run_cli(store_root, "restore", record["id"])
+    assert names_in(store_root, "photos") == {"brief.txt": b"closed, then removed before its commit"}
