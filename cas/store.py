@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cas import ahead, names
-from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
+from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
@@ -499,6 +499,34 @@ class Store:
             if self._live_copy(tx, place[0], write.staged.hash, None) is None:
                 made_ahead.append(plans[index])
         return plans, made_ahead
+
+    def follow_rename(self, tx: Transaction, node: int, old_name: str, new_name: str) -> Callable[[], None] | None:
+        """After file `node` was renamed from `old_name` to `new_name` (in `tx`): an object that
+        took its file name from that name (its `filename` is `old_name`, and no other node refers
+        to it) follows it — file name, and content type where it was detected — so a file written
+        under a temporary name and renamed after its commit (an atomic save, rsync) is not known
+        by the temporary one. Returns what renames its alias, to run after the commit (a crash
+        in between leaves an alias fsck repairs); None when nothing follows."""
+        row = tx.one("select o.id, o.bucket, o.hash, o.filename, o.content_type from nodes n "
+                     "join objects o on o.id = n.object_id where n.id = :node and o.deleted_at is null", {"node": node})
+        if row is None or row["filename"] != old_name or old_name == new_name:
+            return None
+        if tx.one("select 1 as found from nodes where object_id = :id and id <> :node limit 1",
+                  {"id": row["id"], "node": node}) is not None:
+            return None
+        with open(self.tree.blob_path(row["hash"]), "rb") as blob:
+            head = blob.read(HEAD_SIZE)
+        content_type = row["content_type"]
+        if content_type == detect_content_type(head, old_name):  # detected, not given
+            content_type = detect_content_type(head, new_name)
+        tx.execute("update objects set filename = :filename, content_type = :content_type where id = :id",
+                   {"filename": new_name, "content_type": content_type, "id": row["id"]})
+
+        def move_alias() -> None:
+            self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name)
+            self.tree.alias_path(row["bucket"], row["id"], old_name).unlink(missing_ok=True)
+
+        return move_alias
 
     # reading -------------------------------------------------------------------------------
 

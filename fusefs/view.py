@@ -12,6 +12,7 @@ import errno
 import json
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cas import names
@@ -220,14 +221,22 @@ class StoreView:
 
     def rename(self, old: BucketDir | NamedNode, old_name: str, new: BucketDir | NamedNode, new_name: str,
                replace: bool) -> int | None:
-        def move(tx: Transaction) -> int | None:
+        def move(tx: Transaction) -> tuple[int | None, Callable[[], None] | None]:
             old_parent = _existing_folder(tx, old)
             new_parent = _folder_node(tx, new, create=True, owner=self.owner)
             if _bucket_of(tx, old_parent) != _bucket_of(tx, new_parent):
                 raise names.TreeError(errno.EXDEV, "names move between buckets by copying")
-            return names.rename(tx, old_parent, old_name, new_parent, new_name, time.time(), replace)
+            moved = names.lookup(tx, old_parent, old_name)
+            orphan = names.rename(tx, old_parent, old_name, new_parent, new_name, time.time(), replace)
+            follow = None
+            if moved is not None and moved["kind"] == "file":
+                follow = self.store.follow_rename(tx, moved["id"], old_name, new_name)
+            return orphan, follow
 
-        return self.run(move, write=True)
+        orphan, follow = self.run(move, write=True)
+        if follow is not None:
+            follow()
+        return orphan
 
     def link(self, node: int, folder: BucketDir | NamedNode, name: str) -> Row:
         def add(tx: Transaction) -> Row:

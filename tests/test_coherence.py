@@ -167,22 +167,31 @@ def test_the_journal_takes_mtimes_before_1970_and_a_file_that_is_no_entry_never_
     assert [path.name for path in (store_root / "tmp").iterdir()] == []
 
 
-def test_a_file_renamed_before_its_commit_is_stored_under_its_new_name(store_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("commit_first", [False, True], ids=["renamed-before-commit", "renamed-after-commit"])
+def test_an_objects_file_name_and_type_follow_a_rename_of_its_file(store_root: Path, tmp_path: Path,
+                                                                   commit_first: bool) -> None:
     mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log", env=HELD)
     try:
         (mount.path / "photos").mkdir()
-        temporary = mount.path / "photos" / ".img016.jpg.vTGY1S"  # as rsync writes it
-        temporary.write_bytes(b"\xff\xd8\xff\xe0 a jpeg, as far as the name goes")
-        os.rename(temporary, mount.path / "photos" / "img016.jpg")
+        temporary = mount.path / "photos" / ".style.css.vTGY1S"  # as rsync or an editor's atomic save writes it
+        with open(temporary, "wb") as writer:
+            writer.write(b"body { color: red }\n")
+            if commit_first:
+                writer.flush()
+                os.fsync(writer.fileno())
+        os.rename(temporary, mount.path / "photos" / "style.css")
         mount.settle()
+        assert (mount.path / "photos" / "style.css").read_bytes() == b"body { color: red }\n"
     finally:
         assert stop_mount(mount) == 0
     with Store.open(store_root) as store:
         [info] = list(store.list("photos"))
-    assert info.names == ["img016.jpg"] and info.filename == "img016.jpg"
-    assert info.content_type == "image/jpeg"
-    assert list((store_root / "objects" / "photos").rglob("img016.jpg"))
-    assert not list((store_root / "objects" / "photos").rglob(".img016.jpg.vTGY1S"))
+    assert info.names == ["style.css"] and info.filename == "style.css"
+    assert info.content_type == "text/css"
+    aliases = [path.name for path in (store_root / "objects" / "photos").rglob("*") if path.is_file()]
+    assert aliases == ["style.css"]
+    fsck = run_cli(store_root, "fsck", check=None)
+    assert fsck.returncode == 0, fsck.stdout.decode()
 
 
 def test_removing_or_replacing_a_last_name_trashes_the_object_within_seconds(store_root: Path,
