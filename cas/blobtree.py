@@ -196,10 +196,10 @@ def fsync_path(path: Path) -> None:
 
 def _storage_error(error: OSError, doing: str) -> StoreError:
     if error.errno == errno.ENOSPC:
-        return StoreError(f"{doing}: the disk is full; nothing was stored")
+        return StoreError(f"{doing}: the disk is full; nothing was stored", errno.ENOSPC)
     if error.errno == errno.EDQUOT:
-        return StoreError(f"{doing}: disk quota exceeded; nothing was stored")
-    return StoreError(f"{doing}: {error.strerror or error}")
+        return StoreError(f"{doing}: disk quota exceeded; nothing was stored", errno.EDQUOT)
+    return StoreError(f"{doing}: {error.strerror or error}", error.errno)
 
 
 class BlobTree:

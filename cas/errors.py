@@ -5,13 +5,19 @@ what to do. The CLI prints the message alone and exits with the class's exit cod
 with an `errno` is that errno in the mount.
 """
 
-import errno
+import errno as errno_codes
 
 
 class AssetfsError(Exception):
     """Base class: a failure the user should see as one line, not a traceback."""
 
     exit_code = 1
+    errno: int | None = None
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        if errno is not None:
+            self.errno = errno
 
 
 class BadInput(AssetfsError):
@@ -23,7 +29,7 @@ class BadInput(AssetfsError):
 class TooLarge(BadInput):
     """More bytes than the bucket's `max_size` allows; nothing was stored."""
 
-    errno = errno.EFBIG
+    errno = errno_codes.EFBIG
 
 
 class NotFound(AssetfsError):

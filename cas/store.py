@@ -26,8 +26,8 @@ from cas.content_type import detect_content_type
 from cas.errors import BadInput, NotFound, StoreError, TooLarge
 from cas.faults import crash_point
 from cas.ids import new_object_id, parse_object_id
-from cas.sizes import format_size
 from cas.model import ObjectInfo, PutResult
+from cas.sizes import format_size
 from cas.validate import check_bucket, check_content_type, check_expiry, check_filename, check_metadata, split_name
 
 log = logging.getLogger("assetfs.store")
@@ -301,7 +301,8 @@ class Store:
             max_size = self.config.bucket(settings.bucket).max_size
             content = self._stored_copy_of(stream) if look_for_stored else None
             if content is None:
-                content = self.tree.stage(stream if max_size is None else _SizeLimited(stream, max_size, settings.bucket))
+                limited = stream if max_size is None else _SizeLimited(stream, max_size, settings.bucket)
+                content = self.tree.stage(limited)
                 crash_point("put:staged")
             if max_size is not None and content.size > max_size:  # found stored
                 self.tree.discard(content)

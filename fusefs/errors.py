@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from cas import names
-from cas.errors import AssetfsError, BadInput, NotFound, StoreError
+from cas.errors import AssetfsError, BadInput, NotFound
 
 log = logging.getLogger("assetfs.mount")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -45,8 +45,6 @@ def to_fuse_error(error: BaseException) -> pyfuse3.FUSEError | None:
         return pyfuse3.FUSEError(errno.EINVAL)
     if isinstance(error, OSError) and error.errno:
         return pyfuse3.FUSEError(error.errno)
-    if isinstance(error, StoreError) and "disk is full" in str(error):
-        return pyfuse3.FUSEError(errno.ENOSPC)
     return None
 
 

@@ -252,7 +252,8 @@ class Operations(pyfuse3.Operations):
 
     async def truncate(self, node: int, length: int) -> None:
         row = await self.named_file(NamedNode(node))
-        content = self.contents.acquire(node, row["bucket"], row["hash"], row["size"] or 0, row["mtime"], row["version"])
+        content = self.contents.acquire(node, row["bucket"], row["hash"], row["size"] or 0, row["mtime"],
+                                        row["version"])
         try:
             await content.truncate(length)
         finally:
@@ -418,7 +419,8 @@ class Operations(pyfuse3.Operations):
             fd = await self.thread(os.open, self.view.blob_path(info.hash), os.O_RDONLY)
             return pyfuse3.FileInfo(fh=self.new_handle(ObjectHandle(fd)), keep_cache=True)
         row = await self.named_file(key)
-        content = self.contents.acquire(row["id"], row["bucket"], row["hash"], row["size"] or 0, row["mtime"], row["version"])
+        content = self.contents.acquire(row["id"], row["bucket"], row["hash"], row["size"] or 0, row["mtime"],
+                                        row["version"])
         try:
             if writable and flags & os.O_TRUNC:
                 await content.truncate(0)

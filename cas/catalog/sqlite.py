@@ -7,6 +7,7 @@ write transactions, in this process or another, never interleave. Before it, the
 their turn (`WriteQueue`) rather than in SQLite's sleeping busy handler.
 """
 
+import errno
 import os
 import sqlite3
 import threading
@@ -112,7 +113,8 @@ class SqliteCatalog(Catalog):
                 self._checkpoint(connection)
         except sqlite3.OperationalError as error:
             if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
-                raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made") from None
+                raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made",
+                                 errno.ENOSPC) from None
             raise
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
