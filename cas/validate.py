@@ -7,6 +7,7 @@ written, so bad input changes nothing.
 import math
 import re
 
+from cas.durations import MAX_DURATION, MAX_DURATION_TEXT
 from cas.errors import BadInput
 from cas.ids import looks_like_object_id
 
@@ -72,11 +73,14 @@ def split_name(name: str) -> list[str]:
 
 
 def check_expiry(expires_at: float, now: float) -> float:
-    """An expiry time: a finite number of seconds since the epoch, later than `now`."""
+    """An expiry time: a finite number of seconds since the epoch, later than `now` and at most
+    MAX_DURATION after it (a later one is a typo, and dates that far out cannot be shown)."""
     if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at):
         raise BadInput(f"invalid expiry time {expires_at!r}: expected seconds since the epoch")
     if expires_at <= now:
         raise BadInput("the expiry time is in the past")
+    if expires_at > now + MAX_DURATION:
+        raise BadInput(f"the expiry time is more than {MAX_DURATION_TEXT} away")
     return float(expires_at)
 
 
