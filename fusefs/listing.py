@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from cas.ids import looks_like_object_id
+from cas.ids import is_canonical_id
 from cas.store import ZERO_ID
 from fusefs.inodes import (BucketDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
 from fusefs.view import Item, StoreView, id_dir_attr, node_attr, object_attr
@@ -111,4 +111,6 @@ def _objects(view: StoreView, bucket: str, trashed: bool, after: str, limit: int
 
 
 def is_id_name(name: str) -> bool:
-    return looks_like_object_id(name)
+    """Whether a name in a bucket (or trash bucket) folder is an id folder's: the canonical id
+    form only, so that other names, even ones `uuid.UUID` would parse, stay ordinary names."""
+    return is_canonical_id(name)
