@@ -1,12 +1,14 @@
 """The `assetfs` command.
 
-Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input. Every error is
-one line on stderr; set ASSETFS_DEBUG=1 to see the traceback of an unexpected one.
+Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 130 interrupted
+(SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
+see the traceback of an unexpected one.
 """
 
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -392,9 +394,27 @@ def _bytes(count: int) -> str:
 # entry point ---------------------------------------------------------------------------------
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT: what the command
+    was doing unwinds and cleans up (a put removes its staging file) before the exit. A second
+    SIGTERM meanwhile ends the process at once."""
+
+    def __str__(self) -> str:
+        return "terminated"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # commands that wait for SIGTERM (gc --watch, mount) set their own
     try:
         cli.main(standalone_mode=False)
+    except Terminated:
+        click.echo("assetfs: terminated", err=True)
+        raise SystemExit(128 + signal.SIGTERM)
     except click.exceptions.Abort:
         click.echo("assetfs: interrupted", err=True)
         raise SystemExit(130)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cas import ahead, names
-from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
+from cas.blobtree import BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
@@ -230,12 +230,20 @@ class Store:
             check_filename(filename)
             if parts:
                 self.catalog.run(lambda tx: names.check_target(tx, settings.bucket, parts), write=False)
-            content = self._stored_copy_of(stream) if look_for_stored else None
+            try:
+                content = self._stored_copy_of(stream) if look_for_stored else None
+            except SourceChanged as error:
+                raise SourceChanged(f"{request.filename or source_name or 'the source'} {error}") from None
             if content is None:
                 content = self.tree.stage(stream)
-                crash_point("put:staged")
-        content_type = settings.content_type or detect_content_type(content.head, filename)
-        return _Prepared(content, parts, filename, content_type, new_object_id())
+            try:  # until the caller holds it in its batch, a staged copy is this function's to remove
+                if isinstance(content, StagedFile):
+                    crash_point("put:staged")
+                content_type = settings.content_type or detect_content_type(content.head, filename)
+                return _Prepared(content, parts, filename, content_type, new_object_id())
+            except BaseException:  # SIGTERM too (cas/cli.py)
+                self.tree.discard(content)
+                raise
 
     def _commit_batch(self, batch: list["_Prepared"], settings: "_PutSettings") -> list[PutResult]:
         """Flush the batch's new content, then commit its objects in one transaction, taking
