@@ -170,15 +170,8 @@ class StoreView:
     def object_file_attr(self, info: ObjectInfo) -> Attr:
         """The attributes of an object's file in the id view (`id_view_access`): from the named
         files that refer to it, or for an object in the trash, from the names it had."""
-        def named(tx: Transaction) -> list[tuple[int, int, int]]:
-            if info.deleted_at is None:
-                rows = tx.all("select mode, uid, gid from nodes where object_id = :id", {"id": info.id})
-            else:
-                rows = json.loads(tx.value("select trashed_names from objects where id = :id", {"id": info.id})
-                                  or "[]")
-            return [(row["mode"], row["uid"], row["gid"]) for row in rows]
-
-        return object_attr(info, self.owner, self.run(named))
+        named = self.run(lambda tx: names.access_of_object(tx, info.id, trashed=info.deleted_at is not None))
+        return object_attr(info, self.owner, named)
 
     def trash(self, bucket: str, object_id: str, filename: str) -> list[Entry]:
         """Removing /<bucket>/<id>/<filename>: the object moves to the trash (`Store.delete`).
