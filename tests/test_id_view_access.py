@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import stat
-from pathlib import Path
 
 import pytest
 
