@@ -20,6 +20,7 @@ import click
 from cas import names, progress
 from cas.durations import parse_duration
 from cas.errors import AssetfsError, BadInput, NotFound
+from cas.faults import crash_point
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo, PutResult, iso_time
 from cas.store import PutRequest, Store
@@ -223,11 +224,15 @@ def get(context: Context, object_id: str, output: str | None, force: bool) -> No
         partial = target.with_name(f".{target.name}.assetfs-partial")
         try:
             with store.open_object(info.id) as source, open(partial, "wb") as sink:
+                crash_point("get:copying")
                 shutil.copyfileobj(source, sink, 1024 * 1024)
             partial.replace(target)
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise BadInput(f"cannot write {target}: {error.strerror}") from None
+        except BaseException:  # SIGTERM (Terminated), Ctrl-C: no partial file stays behind
+            partial.unlink(missing_ok=True)
+            raise
         click.echo(f"{info.id}  {target}")
 
 

@@ -3,7 +3,8 @@
 A large file whose content is stored already is only hashed, not copied; truncated while it
 is hashed, the put ends with a clear one-line error (it used to die of SIGBUS, hashing it
 through mmap) and stores nothing. A put ended by SIGTERM removes its staging file (it used to
-stay in tmp/ for the orphan grace) and exits with 143 after one line."""
+stay in tmp/ for the orphan grace) and exits with 143 after one line; so does a get, which
+leaves no partial file."""
 
 import os
 import signal
@@ -97,3 +98,24 @@ def test_sigterm_between_staging_and_commit_removes_the_staged_file(store_root: 
     assert list((store_root / "tmp").iterdir()) == []
     assert run_cli(store_root, "ls").stdout == b""
     assert run_cli(store_root, "fsck", "--orphan-grace", "0s").returncode == 0
+
+
+def test_sigterm_during_a_get_removes_its_partial_file(store_root: Path, tmp_path: Path) -> None:
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(100_000))
+    object_id = run_cli(store_root, "put", "photos", str(source)).stdout.split()[0].decode()
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = tmp_path / "paused"
+    get = subprocess.Popen([ASSETFS, "--store", str(store_root), "get", object_id, "-o", str(out / "copy.bin")],
+                           env={**os.environ, "ASSETFS_PAUSE_AT": f"get:copying@{marker}"},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(marker.exists, "the get to start copying")
+        assert [path.name for path in out.iterdir()] == [".copy.bin.assetfs-partial"]
+        get.send_signal(signal.SIGTERM)
+        result = finished(get)
+    finally:
+        marker.unlink(missing_ok=True)
+    assert_error(result, 128 + signal.SIGTERM)
+    assert list(out.iterdir()) == []
