@@ -13,7 +13,6 @@ import ctypes.util
 import errno
 import fcntl
 import itertools
-import mmap
 import os
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from typing import BinaryIO
 import blake3
 
 from cas.errors import StoreError
+from cas.faults import crash_point
 
 CHUNK = 4 * 1024 * 1024
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -50,6 +50,11 @@ class StagedFile:
     size: int
     head: bytes  # the first bytes, for content-type sniffing without reading the data again
     durable: bool = False  # flushed to disk (make_durable)
+
+
+class SourceChanged(StoreError):
+    """The file being stored changed while it was read: what was read is not its content.
+    The message follows the file's name ("big.bin changed while …")."""
 
 
 class _SourceError(Exception):
@@ -122,6 +127,42 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
             if pending is not None:
                 pending.result()
     return size, hasher.hexdigest(), head
+
+
+def _hash_file(fd: int, size: int) -> str:
+    """BLAKE3 of the first `size` bytes of the file `fd`.
+
+    Read with pread, not mapped: a file that another process truncates while it is mapped
+    kills the process that reads the mapping (SIGBUS); a read only comes back short, and that
+    is SourceChanged. As in `_copy_hashing`, chunk n is hashed in a second thread while chunk
+    n+1 is read, two buffers taking turns.
+    """
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    buffers = _thread_buffers()
+    hashed: list[Future | None] = [None, None]
+    offset = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+        for turn in itertools.count():
+            if offset >= size:
+                break
+            slot = turn % 2
+            if hashed[slot] is not None:
+                hashed[slot].result()
+            wanted = buffers[slot][:min(CHUNK, size - offset)]
+            filled = 0
+            while filled < len(wanted):
+                count = os.preadv(fd, [wanted[filled:]], offset + filled)
+                if count == 0:  # it ended early: truncated meanwhile
+                    raise SourceChanged("changed while it was read (it got shorter: truncated); nothing was stored")
+                filled += count
+            hashed[slot] = hashing.submit(hasher.update, wanted)
+            offset += filled
+            if turn == 0:
+                crash_point("put:hashing-stored")
+        for pending in hashed:
+            if pending is not None:
+                pending.result()
+    return hasher.hexdigest()
 
 
 def _syncfs(path: Path) -> None:
@@ -257,16 +298,18 @@ class BlobTree:
         the file `fd` has; None when there is none.
 
         The file's first bytes are compared with each candidate first; only when one matches
-        is the whole file hashed (mapped, hashed on every core), without copying it anywhere.
+        is the whole file hashed (read, hashed on every core), without copying it anywhere.
+        SourceChanged when the file changed meanwhile (its size or mtime, or it ended early).
         """
+        before = os.fstat(fd)
         prefix = os.pread(fd, PREFIX_SIZE, 0)
         matching = {hash_hex for hash_hex in candidates if self._blob_prefix(hash_hex, len(prefix)) == prefix}
         if not matching:
             return None
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-            hasher.update(mapped)
-        hash_hex = hasher.hexdigest()
+        hash_hex = _hash_file(fd, size)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise SourceChanged("changed while it was read (written to or truncated); nothing was stored")
         return KnownContent(hash=hash_hex, size=size, head=prefix[:HEAD_SIZE]) if hash_hex in matching else None
 
     def _blob_prefix(self, hash_hex: str, length: int) -> bytes | None:

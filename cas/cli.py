@@ -1,12 +1,14 @@
 """The `assetfs` command.
 
-Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input. Every error is
-one line on stderr; set ASSETFS_DEBUG=1 to see the traceback of an unexpected one.
+Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 130 interrupted
+(SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
+see the traceback of an unexpected one.
 """
 
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -18,6 +20,7 @@ import click
 from cas import names, progress
 from cas.durations import parse_duration
 from cas.errors import AssetfsError, BadInput, NotFound
+from cas.faults import crash_point
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo, PutResult, iso_time
 from cas.store import PutRequest, Store
@@ -229,11 +232,15 @@ def get(context: Context, object_id: str, output: str | None, force: bool) -> No
         partial = target.with_name(f".{target.name}.assetfs-partial")
         try:
             with store.open_object(info.id) as source, open(partial, "wb") as sink:
+                crash_point("get:copying")
                 shutil.copyfileobj(source, sink, 1024 * 1024)
             partial.replace(target)
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise BadInput(f"cannot write {target}: {error.strerror}") from None
+        except BaseException:  # SIGTERM (Terminated), Ctrl-C: no partial file stays behind
+            partial.unlink(missing_ok=True)
+            raise
         click.echo(f"{info.id}  {target}")
 
 
@@ -400,9 +407,27 @@ def _bytes(count: int) -> str:
 # entry point ---------------------------------------------------------------------------------
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT: what the command
+    was doing unwinds and cleans up (a put removes its staging file) before the exit. A second
+    SIGTERM meanwhile ends the process at once."""
+
+    def __str__(self) -> str:
+        return "terminated"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # commands that wait for SIGTERM (gc --watch, mount) set their own
     try:
         cli.main(standalone_mode=False)
+    except Terminated:
+        click.echo("assetfs: terminated", err=True)
+        raise SystemExit(128 + signal.SIGTERM)
     except click.exceptions.Abort:
         click.echo("assetfs: interrupted", err=True)
         raise SystemExit(130)

@@ -5,7 +5,10 @@ Catalog → disk: every live or trashed object has its blob (present, recorded s
 when the blob ran out of links). Disk → catalog: files in blobs/, objects/ and tmp/ that no
 row explains are orphans (what a crash leaves behind); they are only touched once older than
 the orphan grace, since a put in flight has files without a committed row. Finally each
-blob's link count must be 1 + the aliases that link to it. Files closed in a mount that was
+blob's link count must be 1 + the aliases that link to it + the links that files left in
+place explain: staging files and journals in tmp/, and aliases without a row (young ones, a
+put in flight or killed made; older ones are reported as orphan_alias, and `--repair` removes
+them). Files closed in a mount that was
 killed before it committed them are reported, and `--repair` commits them.
 
 Repairs never lose data: a blob is rebuilt only from a copy whose content hashes right, and
@@ -17,7 +20,6 @@ import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,9 +108,12 @@ class Checker:
         self.report = Report()
         self.link_aliases: Counter[str] = Counter()  # hash → aliases that are hardlinks to its blob
         self.checked_blobs: dict[str, bool] = {}  # hash → blob is good
-        # inode → files in tmp/ (staging, journals) that are links to it: a put in flight links
-        # its staged copy as the blob before it commits (cas/ahead.py)
-        self.tmp_links: Counter[int] = Counter()
+        # inode → files outside the rows' aliases that may be links to a blob, left in place:
+        # staging files and journals in tmp/ (a put in flight links its staged copy as the blob
+        # before it commits, cas/ahead.py), and alias folders without a row (a put in flight, or
+        # killed, made them ahead of its commit: young ones are left alone, older ones reported
+        # as orphan_alias). Their links are not a blob's link_count problem.
+        self.known_links: Counter[int] = Counter()
 
     def problem(self, kind: str, path: Path, detail: str, object_id: str | None = None) -> Problem:
         found = Problem(kind, str(path.relative_to(self.store.root)), detail, object_id)
@@ -277,11 +282,11 @@ class Checker:
 
     def check_link_count(self, path: Path, hash_hex: str) -> None:
         status = path.stat()
-        expected = 1 + self.link_aliases[hash_hex] + self.tmp_links[status.st_ino]
+        expected = 1 + self.link_aliases[hash_hex] + self.known_links[status.st_ino]
         if status.st_nlink != expected:
             found = self.problem("link_count", path, f"{status.st_nlink} links, expected {expected} (1 + its aliases "
-                                 "+ staging files): hard links outside the store's aliases, or aliases changed "
-                                 "during the check")
+                                 "+ staging files + aliases without a row): hard links outside the store's aliases, "
+                                 "or aliases changed during the check")
             if self.repair:
                 found.not_repaired = "assetfs does not remove hard links it did not make"
 
@@ -303,16 +308,24 @@ class Checker:
                     if not self.is_young(path):
                         found = self.problem("orphan_alias", path, "an alias with no object row")
                         self.remove_stray(found, path)
+                        if found.repaired:
+                            continue
+                    self.count_known_links(path)
                     continue
                 try:
                     inners = list(os.scandir(path))
                 except FileNotFoundError:
                     continue  # purged meanwhile
                 for inner in inners:
-                    if inner.name != row["filename"] and not self.is_young(Path(inner.path)):
+                    if inner.name == row["filename"]:
+                        continue
+                    if not self.is_young(Path(inner.path)):
                         found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
                                              row["id"])
                         self.remove_stray(found, Path(inner.path))
+                        if found.repaired:
+                            continue
+                    self.count_known_links(Path(inner.path))
 
     def check_journals(self) -> None:
         """Files closed in a mount that ended before committing them (cas/writeback.py);
@@ -342,25 +355,32 @@ class Checker:
         for entry in os.scandir(self.tree.tmp):
             path = Path(entry.path)
             if is_journal(path):
-                try:
-                    self.count_tmp_links(list(os.scandir(path)))  # otherwise check_journals's
-                except FileNotFoundError:
-                    pass  # its mount ended meanwhile
+                self.count_known_links(path)  # otherwise check_journals's
                 continue
             if not self.is_young(path):
                 found = self.problem("orphan_staging", path, "a staging file left by an interrupted write")
                 self.remove_stray(found, path)
                 if found.repaired:
                     continue
-            self.count_tmp_links([entry])
+            self.count_known_links(path)
 
-    def count_tmp_links(self, entries: Iterable[os.DirEntry]) -> None:
+    def count_known_links(self, path: Path) -> None:
+        """Count the regular files at `path` (a file, or the files of a folder) as known links."""
+        try:
+            if not path.is_dir() or path.is_symlink():
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode):
+                    self.known_links[info.st_ino] += 1
+                return
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return  # committed, removed, or its mount ended, meanwhile
         for entry in entries:
             try:
                 if entry.is_file(follow_symlinks=False):
-                    self.tmp_links[entry.inode()] += 1
+                    self.known_links[entry.inode()] += 1
             except FileNotFoundError:
-                pass  # committed or removed meanwhile
+                pass
 
     def check_disk(self) -> None:
         """Disk → catalog: aliases, staging and blobs that no row explains."""

@@ -1,5 +1,6 @@
 """Object ids: time-ordered UUIDs (version 7), so new rows land at the end of indexes."""
 
+import re
 import secrets
 import threading
 import time
@@ -8,6 +9,7 @@ import uuid
 from cas.errors import BadInput
 
 
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _lock = threading.Lock()
 _last: tuple[int, int] = (0, 0)  # (milliseconds, 74-bit sequence) of the last id made here
 
@@ -46,10 +48,9 @@ def parse_object_id(text: str) -> str:
     return canonical
 
 
-def looks_like_object_id(text: str) -> bool:
-    """Whether a name would be read as an object id (and so would shadow an id folder)."""
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+def is_canonical_id(text: str) -> bool:
+    """Whether a name is an object id in its canonical form (lower-case, hyphenated: what
+    `new_object_id` makes and the mount shows as an id folder). Only these names are
+    reserved at a bucket's top; other spellings that `uuid.UUID` accepts (32 hex digits,
+    `{…}`, `urn:uuid:…`, upper case) are ordinary names (docs/fuse.md)."""
+    return CANONICAL_ID.fullmatch(text) is not None

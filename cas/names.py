@@ -167,6 +167,16 @@ def names_of(tx: Transaction, object_ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
+def access_of_object(tx: Transaction, object_id: str, trashed: bool) -> list[tuple[int, int, int]]:
+    """(mode, uid, gid) of each file node that refers to the object; for an object in the trash,
+    of each name it had (recorded by `unbind_object`). The mount's id view follows them."""
+    if trashed:
+        records = json.loads(tx.value("select trashed_names from objects where id = :id", {"id": object_id}) or "[]")
+    else:
+        records = tx.all("select mode, uid, gid from nodes where object_id = :id", {"id": object_id})
+    return [(record["mode"], record["uid"], record["gid"]) for record in records]
+
+
 def unbind_object(tx: Transaction, object_id: str) -> str:
     """Remove every name of an object; returns them (with owner, mode, xattrs) as JSON for restore."""
     nodes = {row["id"]: row for row in tx.all("select * from nodes where object_id = :id", {"id": object_id})}

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cas import ahead, names
-from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, StagedFile
+from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
@@ -299,16 +299,23 @@ class Store:
             if parts:
                 self.catalog.run(lambda tx: names.check_target(tx, settings.bucket, parts), write=False)
             max_size = self.config.bucket(settings.bucket).max_size
-            content = self._stored_copy_of(stream) if look_for_stored else None
+            try:
+                content = self._stored_copy_of(stream) if look_for_stored else None
+            except SourceChanged as error:
+                raise SourceChanged(f"{request.filename or source_name or 'the source'} {error}") from None
             if content is None:
                 limited = stream if max_size is None else _SizeLimited(stream, max_size, settings.bucket)
                 content = self.tree.stage(limited)
-                crash_point("put:staged")
-            if max_size is not None and content.size > max_size:  # found stored
+            try:  # until the caller holds it in its batch, a staged copy is this function's to remove
+                if isinstance(content, StagedFile):
+                    crash_point("put:staged")
+                if max_size is not None and content.size > max_size:  # found stored
+                    raise _too_large(settings.bucket, max_size)
+                content_type = settings.content_type or detect_content_type(content.head, filename)
+                return _Prepared(content, parts, filename, content_type, new_object_id())
+            except BaseException:  # SIGTERM too (cas/cli.py)
                 self.tree.discard(content)
-                raise _too_large(settings.bucket, max_size)
-        content_type = settings.content_type or detect_content_type(content.head, filename)
-        return _Prepared(content, parts, filename, content_type, new_object_id())
+                raise
 
     def _commit_batch(self, batch: list["_Prepared"], settings: "_PutSettings") -> list[PutResult]:
         """Flush the batch's new content, then commit its objects in one transaction, taking

@@ -7,8 +7,9 @@ written, so bad input changes nothing.
 import math
 import re
 
+from cas.durations import MAX_DURATION, MAX_DURATION_TEXT
 from cas.errors import BadInput
-from cas.ids import looks_like_object_id
+from cas.ids import is_canonical_id
 
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 CONTENT_TYPE_PATTERN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*(;.*)?", re.IGNORECASE)
@@ -52,8 +53,8 @@ def check_filename(filename: str, what: str = "filename") -> str:
 def split_name(name: str) -> list[str]:
     """The components of a name in a bucket's named tree (`photos/2024/cat.jpg`).
 
-    Components are checked like filenames. The first one must not parse as an object id,
-    because `/<bucket>/<id>/` is where the mount shows objects by id.
+    Components are checked like filenames. The first one must not be an object id in its
+    canonical form, because `/<bucket>/<id>/` is where the mount shows objects by id.
     """
     if not isinstance(name, str) or name.strip("/") == "":
         raise BadInput("name must not be empty")
@@ -66,17 +67,20 @@ def split_name(name: str) -> list[str]:
         if part == "":
             raise BadInput(f"name {name!r} has an empty component ('//' or a trailing '/')")
         check_filename(part, what="name component")
-    if looks_like_object_id(parts[0]):
+    if is_canonical_id(parts[0]):
         raise BadInput(f"name {name!r} starts with an object id, which would hide that object's folder")
     return parts
 
 
 def check_expiry(expires_at: float, now: float) -> float:
-    """An expiry time: a finite number of seconds since the epoch, later than `now`."""
+    """An expiry time: a finite number of seconds since the epoch, later than `now` and at most
+    MAX_DURATION after it (a later one is a typo, and dates that far out cannot be shown)."""
     if isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at):
         raise BadInput(f"invalid expiry time {expires_at!r}: expected seconds since the epoch")
     if expires_at <= now:
         raise BadInput("the expiry time is in the past")
+    if expires_at > now + MAX_DURATION:
+        raise BadInput(f"the expiry time is more than {MAX_DURATION_TEXT} away")
     return float(expires_at)
 
 

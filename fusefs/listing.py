@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from cas.ids import looks_like_object_id
+from cas.ids import is_canonical_id
 from cas.store import ZERO_ID
 from fusefs.inodes import (BucketDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
-from fusefs.view import Item, StoreView, id_dir_attr, node_attr, object_attr
+from fusefs.view import Item, StoreView, id_dir_attr, node_attr
 
 PAGE = 128
 MAX_CURSORS = 65536
@@ -73,7 +73,7 @@ def _page(view: StoreView, key: Key, cursor: Cursor, limit: int) -> list[tuple[I
         return _small(items, after, limit)
     if isinstance(key, IdDir):
         info = view.object(key.bucket, key.object_id)
-        item = Item(info.filename, ObjectFile(key.bucket, key.object_id), object_attr(info, view.owner))
+        item = Item(info.filename, ObjectFile(key.bucket, key.object_id), view.object_file_attr(info))
         return _small([item], after, limit)
     if isinstance(key, TrashBucketDir):
         return _objects(view, key.bucket, True, ZERO_ID if phase == NAMES else after, limit)
@@ -111,4 +111,6 @@ def _objects(view: StoreView, bucket: str, trashed: bool, after: str, limit: int
 
 
 def is_id_name(name: str) -> bool:
-    return looks_like_object_id(name)
+    """Whether a name in a bucket (or trash bucket) folder is an id folder's: the canonical id
+    form only, so that other names, even ones `uuid.UUID` would parse, stay ordinary names."""
+    return is_canonical_id(name)

@@ -5,7 +5,8 @@ the mount answers requests (the daemon writes "ready" into a pipe; an error mess
 when it could not mount). SIGINT, SIGTERM and SIGHUP reach the trio loop through trio's
 signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
 (`pyfuse3.close(unmount=True)`) and closes the store. `umount` is `fusermount3 -u`, which
-also clears a stale mount whose daemon died.
+also clears a stale mount whose daemon died, of an assetfs mount only: the type in
+/proc/self/mountinfo (`fuse.assetfs`, from the subtype the mount sets) must say so.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fusefs.writebehind import WriteBehind
 
 log = logging.getLogger("assetfs.mount")
 FSNAME = "assetfs"
+FSTYPE = f"fuse.{FSNAME}"  # the type an assetfs mount has in /proc/self/mountinfo (subtype=assetfs)
 LOG_NAME = "mount.log"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -43,18 +45,21 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def mounted_at(mountpoint: Path) -> str | None:
-    """The filesystem type mounted at `mountpoint` (per /proc/mounts), or None."""
+    """The filesystem type of the topmost mount at `mountpoint` (per /proc/self/mountinfo:
+    `fuse.assetfs` for an assetfs mount, live or stale), or None when nothing is mounted there."""
     wanted = os.path.abspath(mountpoint)
-    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) >= 3 and _unescape(fields[1]) == wanted:
-                return fields[2]
-    return None
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as mounts:
+        for line in mounts:  # in mount order: a later line is stacked on an earlier one
+            fields, separator, rest = line.partition(" - ")
+            fields = fields.split()
+            if separator and len(fields) >= 5 and _unescape(fields[4]) == wanted:
+                found = rest.split()[0]
+    return found
 
 
 def _unescape(field: str) -> str:
-    """/proc/mounts writes space, tab, newline and backslash as octal escapes."""
+    """/proc/self/mountinfo writes space, tab, newline and backslash as octal escapes."""
     for code in ("\\040", "\\011", "\\012", "\\134"):
         field = field.replace(code, chr(int(code[1:], 8)))
     return field
@@ -76,8 +81,11 @@ def check_mountpoint(mountpoint: Path) -> Path:
         raise BadInput(f"{path}: {error.strerror}") from None
     if not os.path.isdir(path):
         raise BadInput(f"{path} is not a folder")
-    if mounted_at(path) is not None:
-        raise BadInput(f"something is mounted at {path} already; 'assetfs umount {path}' unmounts it")
+    mounted = mounted_at(path)
+    if mounted == FSTYPE:
+        raise BadInput(f"an assetfs mount is at {path} already; 'assetfs umount {path}' unmounts it")
+    if mounted is not None:
+        raise BadInput(f"{path} is a mount point already ({mounted}); choose an empty folder")
     return path
 
 
@@ -252,10 +260,13 @@ async def _stop_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
 
 
 def umount(mountpoint: Path) -> None:
+    """Unmount the assetfs mount at `mountpoint`, live or stale (its daemon died). Anything
+    else mounted there is refused (BadInput, exit code 2) and left alone: `fusermount3 -u`,
+    run as root, would unmount any filesystem."""
     path = Path(os.path.abspath(mountpoint))
-    if mounted_at(path) is None:
-        raise BadInput(f"nothing is mounted at {path}")
+    _check_assetfs_mount(path)
     _commit_closed_files(path)
+    _check_assetfs_mount(path)  # again, just before unmounting: the fsync may have taken a while
     result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
@@ -263,6 +274,14 @@ def umount(mountpoint: Path) -> None:
             raise StoreError(f"{path} is busy: close the files and shells using it, then run 'assetfs umount {path}' "
                              "again (or 'fusermount3 -uz' to detach it lazily)")
         raise StoreError(f"cannot unmount {path}: {detail}")
+
+
+def _check_assetfs_mount(path: Path) -> None:
+    mounted = mounted_at(path)
+    if mounted is None:
+        raise BadInput(f"nothing is mounted at {path}")
+    if mounted != FSTYPE:
+        raise BadInput(f"{path} is not an assetfs mount ({mounted} is mounted there); 'assetfs umount' leaves it alone")
 
 
 def _commit_closed_files(path: Path) -> None:

@@ -35,7 +35,7 @@ from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectF
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
-from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr, object_attr
+from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr
 from fusefs.xattrs import USER as USER_PREFIX, lookup_name, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
@@ -95,8 +95,10 @@ class Operations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = self.inodes.inode(key)
         entry.generation = 0
-        immutable = isinstance(key, ObjectFile)  # an id folder's mode says whether it is trashed
-        entry.entry_timeout = entry.attr_timeout = LONG if immutable else SHORT
+        # an object file's name and content never change, but its mode and owner follow its named
+        # files' (id_view_access); an id folder's mode says whether it is trashed
+        entry.entry_timeout = LONG if isinstance(key, ObjectFile) else SHORT
+        entry.attr_timeout = SHORT
         if isinstance(key, NamedNode):
             content = self.contents.get(key.node)
             if content is not None and not attr.is_dir and content.knows(attr.version):
@@ -131,7 +133,9 @@ class Operations(pyfuse3.Operations):
             return await self.thread(view.bucket_attr, key.bucket)
         if isinstance(key, (IdDir, ObjectFile)):
             info = await self.thread(view.object, key.bucket, key.object_id)
-            return id_dir_attr(info, view.owner) if isinstance(key, IdDir) else object_attr(info, view.owner)
+            if isinstance(key, IdDir):
+                return id_dir_attr(info, view.owner)
+            return await self.thread(view.object_file_attr, info)
         return node_attr(await self.thread(view.node, key.node))
 
     def writable_folder(self, key: Key) -> Folder:
@@ -201,7 +205,7 @@ class Operations(pyfuse3.Operations):
                 info = view.object(parent.bucket, parent.object_id)
                 if info.filename != name:
                     return None
-                return Item(name, ObjectFile(parent.bucket, info.id), object_attr(info, view.owner))
+                return Item(name, ObjectFile(parent.bucket, info.id), view.object_file_attr(info))
             if isinstance(parent, (BucketDir, NamedNode)):
                 row = view.lookup(parent, name)
                 return None if row is None else Item(name, NamedNode(row["id"]), node_attr(row))
@@ -248,7 +252,16 @@ class Operations(pyfuse3.Operations):
         if content is not None and "mtime" in changes:
             content.mtime = changes["mtime"]
         row = await self.thread(lambda: self.view.update(key.node, **changes))
+        if row["object_id"] is not None and changes.keys() & {"mode", "uid", "gid"}:
+            await self.object_file_changed(row["bucket"], row["object_id"])
         return self.entry(key, node_attr(row))
+
+    async def object_file_changed(self, bucket: str, object_id: str) -> None:
+        """A named file's mode or owner changed: the kernel asks again for the attributes of
+        the object's file in the id view (view.id_view_access), rather than after its timeout."""
+        inode = self.inodes.known_inode(ObjectFile(bucket, object_id))
+        if inode is not None:
+            await self.thread(_invalidate_attributes, inode)
 
     async def truncate(self, node: int, length: int) -> None:
         row = await self.named_file(NamedNode(node))
@@ -545,6 +558,13 @@ def _invalidate_entry(folder_inode: int, name: bytes) -> None:
         pyfuse3.invalidate_entry(folder_inode, name)
     except FileNotFoundError:
         pass  # the kernel does not have that entry cached
+
+
+def _invalidate_attributes(inode: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(inode, attr_only=True)
+    except FileNotFoundError:
+        pass  # the kernel no longer has the inode
 
 
 def _nanoseconds(seconds: float) -> int:

@@ -70,9 +70,37 @@ def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
                 mtime=info.created_at, ctime=info.created_at)
 
 
-def object_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
-    return Attr(is_dir=False, mode=0o444, uid=owner.uid, gid=owner.gid, size=info.size,
-                mtime=info.created_at, ctime=info.created_at)
+NO_WRITE = 0o555  # an object file is read-only whatever its names allow
+
+
+def id_view_access(mount_owner: names.Owner, named: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """(mode, uid, gid) of an object's file in the id view, from the (mode, uid, gid) of the
+    named files that refer to it (docs/fuse.md, "Who may read an object by id"): no path of
+    the mount grants what one of them denies.
+
+    - No named file: 0400, the mount's owner (who owns the store and can read it anyway).
+    - Named files of one owner and group: theirs, with only the permissions every one of them
+      grants (the AND of their modes), without write.
+    - Several owners: the mount's owner may read (0400); group and others get only what every
+      named file grants to others.
+    """
+    if not named:
+        return 0o400, mount_owner.uid, mount_owner.gid
+    common = NO_WRITE
+    for mode, _, _ in named:
+        common &= mode
+    owners = {(uid, gid) for _, uid, gid in named}
+    if len(owners) == 1:
+        [(uid, gid)] = owners
+        return common, uid, gid
+    others = common & 0o007
+    return 0o400 | others << 3 | others, mount_owner.uid, mount_owner.gid
+
+
+def object_attr(info: ObjectInfo, mount_owner: names.Owner, named: list[tuple[int, int, int]]) -> Attr:
+    mode, uid, gid = id_view_access(mount_owner, named)
+    return Attr(is_dir=False, mode=mode, uid=uid, gid=gid, size=info.size, mtime=info.created_at,
+                ctime=info.created_at)
 
 
 def decode_xattrs(text: str) -> dict[str, bytes]:
@@ -140,6 +168,12 @@ class StoreView:
         if info.bucket != bucket:
             raise NotFound(f"no object {object_id} in bucket {bucket}")
         return info
+
+    def object_file_attr(self, info: ObjectInfo) -> Attr:
+        """The attributes of an object's file in the id view (`id_view_access`): from the named
+        files that refer to it, or for an object in the trash, from the names it had."""
+        named = self.run(lambda tx: names.access_of_object(tx, info.id, trashed=info.deleted_at is not None))
+        return object_attr(info, self.owner, named)
 
     def trash(self, bucket: str, object_id: str, filename: str) -> list[Entry]:
         """Removing /<bucket>/<id>/<filename>: the object moves to the trash (`Store.delete`).

@@ -112,7 +112,7 @@ def long_name(total_bytes: int) -> str:
     "name",
     [
         "a//b", "a/", "", "/", "//", "a/\0/b", "nul\0", "a/../b", "..", "../escape", "a/./b", ".",
-        A_UUID + "/file.txt", A_UUID, A_UUID.upper() + "/x", A_UUID.replace("-", "") + "/x",
+        A_UUID + "/file.txt", A_UUID,  # other spellings of an id are names: tests/test_id_names.py
         "a/" + "c" * 256, "a/" + "é" * 128,
         long_name(4097), long_name(5000),
     ],

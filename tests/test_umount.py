@@ -1,0 +1,76 @@
+"""`assetfs umount` unmounts assetfs mounts only (issue 11, finding 11): a tmpfs at the path is
+refused in one line (exit code 2) and stays mounted with its files; a stale assetfs mount, whose
+daemon died, is still cleared."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from fusefs.mount import FSTYPE, mounted_at
+from mounting import expect_errno, start_mount, unmount
+from test_cli import assert_error
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+                       reason="needs /dev/fuse and fusermount3"),
+]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs mounted for this test, and unmounted after it whatever happened."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "tmpfs"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(path)], check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        if mounted_at(path) is not None and subprocess.run(["umount", str(path)], timeout=30).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(path)], check=True, timeout=30)
+
+
+NO_STORE = Path("/nonexistent-assetfs-store")  # umount needs none; the checks come before a store is opened
+
+
+def test_umount_refuses_a_tmpfs_and_leaves_it_mounted(tmpfs: Path) -> None:
+    (tmpfs / "precious.txt").write_text("keep me")
+    line = assert_error(run_cli(NO_STORE, "umount", str(tmpfs), check=None), 2)
+    assert "not an assetfs mount" in line and "tmpfs" in line, line
+    assert mounted_at(tmpfs) == "tmpfs"
+    assert (tmpfs / "precious.txt").read_text() == "keep me"
+
+
+def test_mount_over_a_tmpfs_is_refused_without_suggesting_umount(tmpfs: Path) -> None:
+    line = assert_error(run_cli(NO_STORE, "mount", str(tmpfs), check=None), 2)
+    assert "assetfs umount" not in line and "tmpfs" in line, line
+    assert mounted_at(tmpfs) == "tmpfs"
+
+
+def test_umount_of_nothing_mounted_is_bad_input(tmp_path: Path) -> None:
+    line = assert_error(run_cli(NO_STORE, "umount", str(tmp_path), check=None), 2)
+    assert "nothing is mounted" in line
+
+
+def test_umount_clears_a_stale_assetfs_mount(store_root: Path, tmp_path: Path) -> None:
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        assert mounted_at(mount.path) == FSTYPE
+        mount.process.send_signal(signal.SIGKILL)  # the daemon this test started
+        mount.process.wait(timeout=30)
+        expect_errno({errno.ENOTCONN}, lambda: os.listdir(mount.path))
+        run_cli(store_root, "umount", str(mount.path))
+        assert mounted_at(mount.path) is None
+    finally:
+        unmount(mount.path)
