@@ -100,6 +100,22 @@ MIGRATIONS: list[list[str]] = [
         "drop index objects_dedup",
         "create index objects_dedup on objects (bucket, hash, id) where deleted_at is null",
     ],
+    # 6: the mounts that run, and the nameless nodes each keeps for files open in it
+    # (docs/concurrency.md, "Mount liveness")
+    [
+        """create table mounts (
+            id text primary key,
+            host text not null,
+            pid integer not null,
+            started_at {float} not null,
+            heartbeat {float} not null
+        )""",
+        """create table mount_nodes (
+            node_id bigint primary key,
+            mount_id text not null
+        )""",
+        "create index mount_nodes_mount on mount_nodes (mount_id)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
