@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 import blake3
 
+from cas import faults
 from cas.errors import StoreError
 
 CHUNK = 4 * 1024 * 1024
@@ -124,11 +125,25 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     return size, hasher.hexdigest(), head
 
 
+class SyncTrace:
+    """What the store flushed, for the tests that check durability by its syncs:
+    ("fsync", inode) or ("syncfs", device), in order. Off (None) unless a test sets it."""
+
+    calls: list[tuple[str, int]] | None = None
+
+    @classmethod
+    def record(cls, kind: str, fd: int) -> None:
+        if cls.calls is not None:
+            status = os.fstat(fd)
+            cls.calls.append((kind, status.st_dev if kind == "syncfs" else status.st_ino))
+
+
 def _syncfs(path: Path) -> None:
     """Flush everything of the filesystem that holds `path` (syncfs(2)): one journal commit
     for any number of files, where an fsync each would cost one commit per file."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        SyncTrace.record("syncfs", fd)
         if _libc.syncfs(fd) != 0:
             error = ctypes.get_errno()
             raise OSError(error, os.strerror(error))
@@ -138,12 +153,15 @@ def _syncfs(path: Path) -> None:
 
 class PendingSync:
     """Files and folders whose new content or entries must reach the disk before the catalog
-    commit that refers to them. A few are fsynced one by one; more at once, with one syncfs."""
+    commit that refers to them. A few are fsynced one by one; more at once, with one syncfs
+    where the filesystem's syncfs can be trusted (`use_syncfs`, cas/durability.py): on
+    CephFS or NFS it returns without flushing, and each one is fsynced."""
 
     SYNCFS_ABOVE = 8
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, use_syncfs: bool = True) -> None:
         self.root = root
+        self.use_syncfs = use_syncfs
         self.paths: set[Path] = set()
 
     def add(self, path: Path) -> None:
@@ -151,7 +169,7 @@ class PendingSync:
 
     def flush(self) -> None:
         try:
-            if len(self.paths) > self.SYNCFS_ABOVE:
+            if self.use_syncfs and len(self.paths) > self.SYNCFS_ABOVE:
                 _syncfs(self.root)
             else:
                 for path in sorted(self.paths):
@@ -189,6 +207,7 @@ def fsync_path(path: Path) -> None:
     """fsync a file or a folder (a folder's fsync makes its new entries durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        SyncTrace.record("fsync", fd)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -203,8 +222,9 @@ def _storage_error(error: OSError, doing: str) -> StoreError:
 
 
 class BlobTree:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, use_syncfs: bool = True) -> None:
         self.root = root
+        self.use_syncfs = use_syncfs  # whether syncfs(2) flushes this filesystem (PendingSync)
         self.blobs = root / "blobs"
         self.objects = root / "objects"
         self.tmp = root / "tmp"
@@ -276,9 +296,12 @@ class BlobTree:
         except OSError:
             return None
 
+    def pending_sync(self) -> PendingSync:
+        return PendingSync(self.root, self.use_syncfs)
+
     def make_durable(self, *staged: StagedFile) -> None:
         """Flush staged files to disk (one fsync each, or one syncfs for many), once."""
-        pending = PendingSync(self.root)
+        pending = self.pending_sync()
         for one in staged:
             if not one.durable:
                 pending.add(one.path)
@@ -403,6 +426,7 @@ class BlobTree:
                             break
                         remaining -= copied
             os.fchmod(fd, BLOB_MODE)
+            SyncTrace.record("fsync", fd)
             os.fsync(fd)
             os.close(fd)
             fd = -1
@@ -457,8 +481,12 @@ def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
 def new_staging_file(tmp: Path) -> tuple[int, Path | None]:
     """An empty staging file in tmp/, open for reading and writing: (fd, path). Where the
     filesystem can, it has no name (O_TMPFILE, path None): creating it touches no folder,
-    and a crash leaves nothing behind; `link_staging_file` names it once it is needed."""
+    and a crash leaves nothing behind; `link_staging_file` names it once it is needed. Where
+    O_TMPFILE fails (ceph-fuse: EOPNOTSUPP; others EISDIR or EINVAL) it is a named
+    `stage-*` file."""
     try:
+        if faults.failing("tmpfile"):
+            raise OSError(errno.EOPNOTSUPP, "O_TMPFILE refused (ASSETFS_FAIL=tmpfile)")
         return os.open(tmp, os.O_TMPFILE | os.O_RDWR, 0o600), None
     except OSError as error:
         if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
