@@ -50,6 +50,11 @@ def test_a_second_mount_keeps_the_first_mounts_open_unlinked_file(store_root: Pa
             assert os.pread(fd, len(content) + 1, 0) == content
         finally:
             os.close(fd)
+        deadline = time.monotonic() + 20  # the kernel forgets the inode soon after the last close
+        while _nameless_nodes(store_root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _nameless_nodes(store_root) == [], "mount A did not delete the node once the file was closed"
+        assert _rows(store_root, "select node_id from mount_nodes") == []
         assert stop_mount(b) == 0 and " ERROR " not in b.log_text(), b.log_text()
         b = None
     finally:
