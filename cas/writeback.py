@@ -239,7 +239,12 @@ def recover(store: Store, journal: Journal) -> tuple[int, int]:
             else:
                 committed += 1
     mount_lock, journal.mount_lock = journal.mount_lock, None
-    removed = journal.close()
+    try:
+        removed = journal.close()
+    except BaseException:
+        if mount_lock is not None:
+            mount_lock.release()
+        raise
     if mount_lock is not None:
         if removed:
             dropped = mounts.forget(store, journal.mount_id, mount_lock)

@@ -180,10 +180,10 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
         try:
             _serve(store, live, store_root, mountpoint, options, ready)
         finally:
-            live.end(forget=not live_journal_left(store, live))
+            live.end(forget=not _journal_left(store, live))
 
 
-def live_journal_left(store: Store, live: LiveMount) -> bool:
+def _journal_left(store: Store, live: LiveMount) -> bool:
     """Whether the mount's journal folder is still there (files not committed): then its
     row stays, and the next mount or `fsck --repair` recovers it once it is dead."""
     return (store.tree.tmp / f"{JOURNAL_PREFIX}{live.id}").exists()
