@@ -91,6 +91,7 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
     # A holds closed files in its journal (until fsync) so B meets a full journal of a live mount
     a = start_mount(root_a, tmp_path / "mnt-a", tmp_path / "a.log", env={"ASSETFS_WRITEBEHIND_GATHER_S": "3600"})
     copying: subprocess.Popen | None = None
+    writer = None
     try:
         (a.path / "photos").mkdir()
         half = sorted(source.iterdir())[:FILES // 2]
@@ -98,6 +99,9 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
         journal_a = next((root_a / "tmp").glob("closed-*"))
         assert len(list(journal_a.iterdir())) >= FILES // 2
         copying = subprocess.Popen(["cp", "-r", f"{source}/.", str(a.path / "photos")], stderr=subprocess.PIPE)
+        writer = open(a.path / "photos" / "open-on-a.txt", "wb")  # staged in a named file: no O_TMPFILE
+        writer.write(b"begun before B started")
+        writer.flush()
 
         b = start_mount(root_b, tmp_path / "mnt-b", tmp_path / "b.log")
         try:
@@ -107,15 +111,21 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
         finally:
             code_b = stop_mount(b)
         assert code_b == 0 and " ERROR " not in b.log_text(), b.log_text()
-        fsck_b = run_cli(root_b, "fsck", "--repair", check=None)
+        fsck_b = run_cli(root_b, "fsck", "--repair", "--orphan-grace", "0s", check=None)
         assert fsck_b.returncode == 0, fsck_b.stdout.decode() + fsck_b.stderr.decode()
         assert journal_a.is_dir(), "B removed the journal of the mount that runs on A"
+        assert any(entry.name.startswith("stage-") for entry in journal_a.iterdir())
+        writer.write(b", ended after B's fsck --repair")
+        writer.close()
+        expected["open-on-a.txt"] = blake3.blake3(b"begun before B started, ended after B's fsck --repair").hexdigest()
 
         _, errors = copying.communicate(timeout=600)
         assert copying.returncode == 0, f"cp into mount A failed: {errors.decode()}"
         copying = None
         a.settle()
     finally:
+        if writer is not None and not writer.closed:
+            writer.close()
         if copying is not None:
             copying.kill()
             copying.wait()
