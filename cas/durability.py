@@ -4,7 +4,9 @@ A local filesystem (ext4, XFS, btrfs) flushes everything on syncfs, so the store
 batch of many files with one syncfs instead of one fsync each. A network or FUSE
 filesystem may not: on ceph-fuse syncfs returns at once without flushing (the kernel's
 FUSE has no sync_fs for it), NFS and CephFS's kernel client flush only what the client
-holds. There the store fsyncs each file and folder (docs/concurrency.md, "Durability").
+holds. There the store fsyncs each file and folder, so what docs/design.md invariant 3
+needs flushed before the commit is flushed (docs/concurrency.md, "Where syncfs cannot be
+trusted").
 
 `auto` looks up the store's filesystem type in /proc/self/mountinfo.
 """
