@@ -187,13 +187,23 @@ class LiveMount:
         return cls(store, mount_id, lock)
 
     def beat(self) -> None:
-        """Record that the mount still holds its lock; log loudly if it lost it."""
+        """Record that the mount still holds its lock. A lock lost with its catalog session
+        (the server restarted) is taken again if no one recovered the mount meanwhile; if
+        someone did, that is logged loudly: the mount must be mounted again."""
         if not self.lock.check():
-            log.error("the mount's liveness lock (its catalog session) was lost: other mounts may take "
-                      "this mount for dead and recover its journal; unmount and mount again")
-            return
-        self.store.catalog.run(lambda tx: tx.execute(
-            "update mounts set heartbeat = :now where id = :id", {"id": self.id, "now": time.time()}), write=True)
+            self.lock.release()
+            lock = try_lock(self.store, self.id)
+            if lock is None:
+                log.error("the mount's liveness lock was lost and is held by another process, which takes "
+                          "this mount for dead; unmount and mount again")
+                return
+            self.lock = lock
+        updated = self.store.catalog.run(lambda tx: tx.value(
+            "update mounts set heartbeat = :now where id = :id returning id",
+            {"id": self.id, "now": time.time()}), write=True)
+        if updated is None:
+            log.error("the mount's liveness lock was lost and the mount was recovered by another process, "
+                      "which took it for dead; unmount and mount again")
 
     def end(self, forget: bool) -> None:
         """Release the lock; `forget` (the journal is empty and gone) removes the row first.

@@ -9,6 +9,9 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from cas import mounts
 from cas.fsck import check_store
 from cas.store import Store
@@ -101,3 +104,41 @@ def test_recovery_leaves_a_live_mounts_journal_and_takes_a_dead_ones(store_root:
         named = {name for info in store.list("photos") for name in info.names}
     assert named == {"x.txt", "y.txt"}
     assert list((store_root / "tmp").iterdir()) == []
+
+
+def test_a_registered_mount_is_alive_while_it_holds_its_lock(store: Store) -> None:
+    live = mounts.LiveMount.register(store)
+    try:
+        [row] = mounts.registered(store)
+        assert row.id == live.id and row.pid == os.getpid()
+        assert mounts.try_lock(store, live.id) is None, "a live mount's lock was taken"
+        if store.catalog.dialect == "sqlite":
+            assert mounts.lock_path(store, live.id).stat().st_mode & 0o777 == 0o600
+        time.sleep(0.01)
+        live.beat()
+        assert mounts.registered(store)[0].heartbeat > row.heartbeat
+    finally:
+        live.end(forget=True)
+    assert mounts.registered(store) == []
+    assert list(store.tree.tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_mount_whose_catalog_session_ended_is_dead(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL: the advisory lock lives with the mount's session; when the session is gone
+    (the process died, or the server dropped it) any machine can take it."""
+    live = mounts.LiveMount.register(store)
+    try:
+        backend = live.lock.connection.info.backend_pid
+        with psycopg.connect(store.catalog.url, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s, 10000)", (backend,))
+        taken = mounts.try_lock(store, live.id)
+        assert taken is not None, "the lock of an ended session could not be taken"
+        live.beat()  # held by `taken`, as a recoverer would
+        assert "held by another process" in caplog.text
+        taken.release()
+        live.beat()  # no one recovered it: the mount takes its lock again
+        assert mounts.try_lock(store, live.id) is None
+    finally:
+        live.end(forget=True)
+    assert mounts.registered(store) == []
