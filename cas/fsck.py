@@ -318,7 +318,7 @@ class Checker:
     def check_journals(self) -> None:
         """Files closed in a mount that ended before committing them (cas/writeback.py);
         `--repair` commits them, as the next mount would. A running mount's are its own."""
-        for journal in abandoned_journals(self.store):
+        for journal in abandoned_journals(self.store, forget_empty=self.repair):
             entries = journal.entries()
             found = None if not entries else self.problem(
                 "uncommitted_closed", journal.folder, f"{len(entries)} files closed in a mount that ended, not committed yet")

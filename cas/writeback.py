@@ -141,11 +141,11 @@ def take_abandoned(path: Path, mount_lock: mounts.LivenessLock | None = None) ->
         return None
 
 
-def abandoned_journals(store: Store) -> Iterator[Journal]:
+def abandoned_journals(store: Store, forget_empty: bool = True) -> Iterator[Journal]:
     """Each journal of a dead mount, locked while the caller handles it (docs/concurrency.md,
     "Mount liveness"). A registered mount is dead when its liveness lock can be taken; a dead
-    mount without a journal is forgotten at once. A journal folder with no row is an older
-    version's: its folder flock decides, as it did then."""
+    mount without a journal is forgotten at once (with `forget_empty`). A journal folder with
+    no row is an older version's: its folder flock decides, as it did then."""
     tmp = store.tree.tmp
     # folders first, rows second: a mount adds its row before it makes its folder, so a
     # folder seen here whose mount runs has its row in what is read next
@@ -157,7 +157,7 @@ def abandoned_journals(store: Store) -> Iterator[Journal]:
             continue  # alive
         journal = take_abandoned(tmp / f"{JOURNAL_PREFIX}{mount_id}", lock)
         if journal is None:
-            if not (tmp / f"{JOURNAL_PREFIX}{mount_id}").exists():
+            if forget_empty and not (tmp / f"{JOURNAL_PREFIX}{mount_id}").exists():
                 mounts.forget(store, mount_id, lock)  # ended before it made its journal
             else:
                 lock.release()
