@@ -72,10 +72,18 @@ def test_a_second_mount_keeps_the_first_mounts_open_unlinked_file(store_root: Pa
 
 def test_recovery_leaves_a_live_mounts_journal_and_takes_a_dead_ones(store_root: Path, tmp_path: Path) -> None:
     """Finding 21's rule on one machine: `fsck --repair` (and a starting mount) recover only a
-    mount whose liveness lock is free; a live one's journal entries and staging stay."""
+    mount whose liveness lock is free; a live one's journal entries and staging stay. A dead
+    one's are committed, and the node it kept for a file open and unlinked in it is deleted."""
     a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log", env=HELD)
+    held = -1
     try:
         (a.path / "photos").mkdir()
+        (a.path / "photos" / "z.txt").write_bytes(b"open and unlinked at the kill")
+        with open(a.path / "photos" / "z.txt", "rb") as reader:
+            os.fsync(reader.fileno())
+        held = os.open(a.path / "photos" / "z.txt", os.O_RDONLY)
+        os.unlink(a.path / "photos" / "z.txt")
+        assert len(_nameless_nodes(store_root)) == 1
         (a.path / "photos" / "x.txt").write_bytes(b"closed, not committed")
         writer = open(a.path / "photos" / "y.txt", "wb")  # open: its staging file is A's
         writer.write(b"still being written")
@@ -95,6 +103,8 @@ def test_recovery_leaves_a_live_mounts_journal_and_takes_a_dead_ones(store_root:
         a.process.send_signal(signal.SIGKILL)  # dead now: its lock is free
         a.process.wait(timeout=30)
     finally:
+        if held >= 0:
+            os.close(held)
         stop_mount(a)
     with Store.open(store_root) as store:
         report = check_store(store, repair=True)
@@ -103,6 +113,8 @@ def test_recovery_leaves_a_live_mounts_journal_and_takes_a_dead_ones(store_root:
         assert mounts.registered(store) == []
         named = {name for info in store.list("photos") for name in info.names}
     assert named == {"x.txt", "y.txt"}
+    assert _nameless_nodes(store_root) == [], "the dead mount's kept node was not deleted"
+    assert _rows(store_root, "select node_id from mount_nodes") == []
     assert list((store_root / "tmp").iterdir()) == []
 
 
