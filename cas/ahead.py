@@ -15,7 +15,7 @@ for the collector and fsck.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
+from cas.blobtree import BlobTree, KnownContent, StagedFile
 from cas.catalog import Catalog, Transaction
 
 
@@ -33,7 +33,7 @@ def make_files(catalog: Catalog, tree: BlobTree, planned: Iterable[PlannedObject
     """Link each new content's blob (under its lock, in a background write like the batch's
     commit) and each object's alias, then flush their folders."""
     planned = list(planned)
-    pending = PendingSync(tree.root)
+    pending = tree.pending_sync()
     new = {item.content.hash: item.content for item in planned
            if isinstance(item.content, StagedFile) and tree.blob_size(item.content.hash) is None}
 

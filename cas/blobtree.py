@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import blake3
 
+from cas import faults
 from cas.errors import StoreError
 from cas.faults import crash_point
 
@@ -165,11 +166,25 @@ def _hash_file(fd: int, size: int) -> str:
     return hasher.hexdigest()
 
 
+class SyncTrace:
+    """What the store flushed, for the tests that check durability by its syncs:
+    ("fsync", inode) or ("syncfs", device), in order. Off (None) unless a test sets it."""
+
+    calls: list[tuple[str, int]] | None = None
+
+    @classmethod
+    def record(cls, kind: str, fd: int) -> None:
+        if cls.calls is not None:
+            status = os.fstat(fd)
+            cls.calls.append((kind, status.st_dev if kind == "syncfs" else status.st_ino))
+
+
 def _syncfs(path: Path) -> None:
     """Flush everything of the filesystem that holds `path` (syncfs(2)): one journal commit
     for any number of files, where an fsync each would cost one commit per file."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        SyncTrace.record("syncfs", fd)
         if _libc.syncfs(fd) != 0:
             error = ctypes.get_errno()
             raise OSError(error, os.strerror(error))
@@ -179,12 +194,15 @@ def _syncfs(path: Path) -> None:
 
 class PendingSync:
     """Files and folders whose new content or entries must reach the disk before the catalog
-    commit that refers to them. A few are fsynced one by one; more at once, with one syncfs."""
+    commit that refers to them. A few are fsynced one by one; more at once, with one syncfs
+    where the filesystem's syncfs can be trusted (`use_syncfs`, cas/durability.py): on
+    CephFS or NFS it returns without flushing, and each one is fsynced."""
 
     SYNCFS_ABOVE = 8
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, use_syncfs: bool = True) -> None:
         self.root = root
+        self.use_syncfs = use_syncfs
         self.paths: set[Path] = set()
 
     def add(self, path: Path) -> None:
@@ -192,7 +210,7 @@ class PendingSync:
 
     def flush(self) -> None:
         try:
-            if len(self.paths) > self.SYNCFS_ABOVE:
+            if self.use_syncfs and len(self.paths) > self.SYNCFS_ABOVE:
                 _syncfs(self.root)
             else:
                 for path in sorted(self.paths):
@@ -230,6 +248,7 @@ def fsync_path(path: Path) -> None:
     """fsync a file or a folder (a folder's fsync makes its new entries durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
+        SyncTrace.record("fsync", fd)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -244,8 +263,9 @@ def _storage_error(error: OSError, doing: str) -> StoreError:
 
 
 class BlobTree:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, use_syncfs: bool = True) -> None:
         self.root = root
+        self.use_syncfs = use_syncfs  # whether syncfs(2) flushes this filesystem (PendingSync)
         self.blobs = root / "blobs"
         self.objects = root / "objects"
         self.tmp = root / "tmp"
@@ -319,9 +339,12 @@ class BlobTree:
         except OSError:
             return None
 
+    def pending_sync(self) -> PendingSync:
+        return PendingSync(self.root, self.use_syncfs)
+
     def make_durable(self, *staged: StagedFile) -> None:
         """Flush staged files to disk (one fsync each, or one syncfs for many), once."""
-        pending = PendingSync(self.root)
+        pending = self.pending_sync()
         for one in staged:
             if not one.durable:
                 pending.add(one.path)
@@ -446,6 +469,7 @@ class BlobTree:
                             break
                         remaining -= copied
             os.fchmod(fd, BLOB_MODE)
+            SyncTrace.record("fsync", fd)
             os.fsync(fd)
             os.close(fd)
             fd = -1
@@ -470,12 +494,14 @@ class BlobTree:
             pass  # something unexpected is in it: left for fsck to report
 
 
+STAGING_PREFIX = "stage-"  # a named staging file (a mount's journal folder holds them too)
+
+
 def _mkstemp(directory: Path) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(dir=directory, prefix="stage-")
+        return tempfile.mkstemp(dir=directory, prefix=STAGING_PREFIX)
     except OSError as error:
         raise _storage_error(error, "cannot create a staging file") from None
-
 
 
 def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
@@ -500,8 +526,12 @@ def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
 def new_staging_file(tmp: Path) -> tuple[int, Path | None]:
     """An empty staging file in tmp/, open for reading and writing: (fd, path). Where the
     filesystem can, it has no name (O_TMPFILE, path None): creating it touches no folder,
-    and a crash leaves nothing behind; `link_staging_file` names it once it is needed."""
+    and a crash leaves nothing behind; `link_staging_file` names it once it is needed. Where
+    O_TMPFILE fails (ceph-fuse: EOPNOTSUPP; others EISDIR or EINVAL) it is a named
+    `stage-*` file."""
     try:
+        if faults.failing("tmpfile"):
+            raise OSError(errno.EOPNOTSUPP, "O_TMPFILE refused (ASSETFS_FAIL=tmpfile)")
         return os.open(tmp, os.O_TMPFILE | os.O_RDWR, 0o600), None
     except OSError as error:
         if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):

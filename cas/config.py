@@ -11,6 +11,10 @@ that names the key, so a typo never silently falls back to a default.
     batch_size = 500
     interval = "10m"
 
+    [storage]
+    syncfs = "auto"            # flush many files with one syncfs: "yes", "no" (fsync each), or
+                               # "auto": "no" on CephFS, NFS and FUSE filesystems (cas/durability.py)
+
     [bucket_defaults]          # settings of every bucket not listed under [buckets]
     dedupe = true
     grace = "7d"
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cas.durability import SETTINGS as SYNCFS_SETTINGS
 from cas.durations import parse_duration
 from cas.errors import BadInput
 from cas.sizes import parse_size
@@ -53,10 +58,16 @@ class GcConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    syncfs: str = "auto"  # "auto", "yes" or "no" (cas/durability.py)
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str | None = None
     orphan_grace: float = 3600.0
     gc: GcConfig = field(default_factory=GcConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
     buckets: dict[str, BucketConfig] = field(default_factory=dict)
 
@@ -107,6 +118,15 @@ def _table(raw: Any, where: str, keys: dict[str, Callable[[Any, str], Any]]) -> 
     return parsed
 
 
+def _syncfs(value: Any, where: str) -> str:
+    if value not in SYNCFS_SETTINGS:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be one of {', '.join(SYNCFS_SETTINGS)}, got {value!r}")
+    return value
+
+
+_STORAGE_KEYS = {"syncfs": _syncfs}
+
+
 def _size(value: Any, where: str) -> int:
     return parse_size(value, what=f"{CONFIG_NAME}: {where}")
 
@@ -120,6 +140,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         "database_url": _text,
         "orphan_grace": _duration,
         "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
+        "storage": lambda value, where: StorageConfig(**_table(value, where, _STORAGE_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
         "buckets": lambda value, where: value,
     }
@@ -163,6 +184,7 @@ def render_config(database_url: str | None) -> str:
         + url_line
         + 'orphan_grace = "1h"\n\n'
         + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\n\n'
+        + '[storage]\nsyncfs = "auto"   # "no" on a shared filesystem (CephFS, NFS): fsync each file\n\n'
         + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
         + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"
     )

@@ -33,3 +33,13 @@ def _pause(marker: Path) -> None:
     deadline = time.monotonic() + PAUSE_LIMIT
     while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+FAILING = frozenset(filter(None, os.environ.get("ASSETFS_FAIL", "").split(",")))
+
+
+def failing(name: str) -> bool:
+    """`ASSETFS_FAIL=<name>[,<name>…]` makes a capability fail as it does on filesystems
+    that lack it, so its fallback is tested on the local disk: `tmpfile` (O_TMPFILE refused
+    with EOPNOTSUPP, as on ceph-fuse)."""
+    return name in FAILING

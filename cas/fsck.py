@@ -26,6 +26,7 @@ from typing import Any
 
 import blake3
 
+from cas import mounts
 from cas.blobtree import fsync_path
 from cas.catalog import Transaction
 from cas.faults import crash_point
@@ -330,7 +331,7 @@ class Checker:
     def check_journals(self) -> None:
         """Files closed in a mount that ended before committing them (cas/writeback.py);
         `--repair` commits them, as the next mount would. A running mount's are its own."""
-        for journal in abandoned_journals(self.tree.tmp):
+        for journal in abandoned_journals(self.store, forget_empty=self.repair):
             entries = journal.entries()
             found = None if not entries else self.problem(
                 "uncommitted_closed", journal.folder, f"{len(entries)} files closed in a mount that ended, not committed yet")
@@ -352,8 +353,11 @@ class Checker:
                     found.repaired = True
 
     def check_staging(self) -> None:
+        running = {row.id for row in mounts.registered(self.store)}
         for entry in os.scandir(self.tree.tmp):
             path = Path(entry.path)
+            if mounts.lock_file_mount(path) in running:
+                continue  # a registered mount's liveness lock (cas/mounts.py)
             if is_journal(path):
                 self.count_known_links(path)  # otherwise check_journals's
                 continue

@@ -387,10 +387,13 @@ def delete_node(tx: Transaction, node: int) -> None:
 
 
 def drop_unlinked_nodes(tx: Transaction, now: float) -> int:
-    """Delete every node without a name that is no bucket's root (left by a mount that ended)."""
+    """Delete every node without a name that is no bucket's root and that no mount keeps
+    (`mount_nodes`: a live mount's open file; a dead mount's are deleted when it is
+    recovered, cas/mounts.py)."""
     rows = tx.all(
         "select id from nodes n where not exists (select 1 from entries e where e.node_id = n.id) "
-        "and not exists (select 1 from buckets b where b.root_node = n.id)"
+        "and not exists (select 1 from buckets b where b.root_node = n.id) "
+        "and not exists (select 1 from mount_nodes m where m.node_id = n.id)"
     )
     for row in rows:
         touch_object(tx, tx.value("select object_id from nodes where id = :node", {"node": row["id"]}), now)

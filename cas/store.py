@@ -23,6 +23,7 @@ from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
 from cas.config import CONFIG_NAME, Config, load_config, render_config
 from cas.content_type import detect_content_type
+from cas.durability import syncfs_trusted
 from cas.errors import BadInput, NotFound, StoreError, TooLarge
 from cas.faults import crash_point
 from cas.ids import new_object_id, parse_object_id
@@ -164,7 +165,7 @@ class Store:
         self.root = root
         self.config = config
         self.catalog = catalog
-        self.tree = BlobTree(root)
+        self.tree = BlobTree(root, use_syncfs=syncfs_trusted(config.storage.syncfs, root))
 
     # opening -------------------------------------------------------------------------------
 
@@ -328,7 +329,7 @@ class Store:
             if new:
                 self.tree.make_durable(*new)  # before taking the lock: it may take a while
                 crash_point("put:durable")
-            pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
+            pending = self.tree.pending_sync()  # shared by retries: what one attempt wrote is flushed too
 
             def commit(tx: Transaction) -> list[PutResult]:
                 done = {}
@@ -458,7 +459,7 @@ class Store:
             ahead.make_files(self.catalog, self.tree, made_ahead)
             content_types = {index: detect_content_type(writes[index].staged.head, plan.filename)
                              for index, plan in plans.items()}
-            pending = PendingSync(self.root)  # shared by retries: what one attempt wrote is flushed too
+            pending = self.tree.pending_sync()  # shared by retries: what one attempt wrote is flushed too
 
             def commit(tx: Transaction) -> list[PutResult | None]:
                 results: list[PutResult | None] = [None] * len(writes)

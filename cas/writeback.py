@@ -4,11 +4,13 @@ A mount commits the files closed through it in batches, in the background
 (`fusefs/writebehind.py`), so `close()` waits for neither a flush nor a transaction. Until its
 batch commits, a closed file is recorded in the mount's journal folder,
 `<store>/tmp/closed-<mount id>/`, as its staged copy linked or moved there and named
-`<seq>-<node>-<mtime in ns>`; the entry is removed only once the commit is done. The mount
-holds an exclusive flock on the folder while it runs. A mount that was killed leaves its
-folder behind, unlocked: the next mount, or `fsck --repair`, commits what it holds
-(`recover`), so nothing closed before the kill is lost. A file that was open and not closed
-is not in the journal: as on a local filesystem, what its last close or fsync left stays.
+`<seq>-<node>-<mtime in ns>`; the entry is removed only once the commit is done. The mount's
+staging files live in the same folder (`stage-*`, or unnamed), so they belong to the mount
+too. The folder is the mount's as long as the mount is alive, which its liveness lock proves
+(`cas/mounts.py`); a mount whose lock is free is dead: the next mount, or `fsck --repair`,
+takes the lock and commits what the journal holds (`recover`), so nothing closed before the
+kill is lost, and removes the staging files. A file that was open and not closed is not in
+the journal: as on a local filesystem, what its last close or fsync left stays.
 
 Each entry's name also carries the content version it was written from (its *base*) and the
 version it becomes (`<journal id>.<seq>`): the commit binds it to its node only if the node
@@ -34,7 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cas.blobtree import StagedFile, link_staging_file, seal_staged
+from cas import mounts
+from cas.blobtree import STAGING_PREFIX, StagedFile, link_staging_file, seal_staged
 from cas.model import PutResult
 from cas.store import BATCH_FILES, StagedWrite, Store
 
@@ -90,18 +93,26 @@ Outcome = PutResult | None | Exception  # committed; nothing to commit (the node
 
 
 class Journal:
-    """A mount's journal folder, locked (flock) by whoever holds this object."""
+    """A mount's journal folder, held by whoever holds this object: the mount itself, or
+    the recoverer that took a dead mount's liveness lock (`mount_lock`). The folder is also
+    flocked, for mounts of older versions, which know only that lock."""
 
-    def __init__(self, folder: Path, lock_fd: int) -> None:
+    def __init__(self, folder: Path, lock_fd: int, mount_lock: mounts.LivenessLock | None = None) -> None:
         self.folder = folder
         self._lock_fd = lock_fd
+        self.mount_lock = mount_lock  # a dead registered mount's lock, held while it is recovered
         self._seq = max((entry.seq for entry in self.entries()), default=0)
 
+    @property
+    def mount_id(self) -> str:
+        return self.folder.name[len(JOURNAL_PREFIX):]
+
     @classmethod
-    def start(cls, tmp: Path) -> Journal:
-        """A new, empty journal for a mount that is starting. It is locked before it gets its
-        journal name, so no one takes it for the journal of a mount that ended."""
-        name = uuid.uuid4().hex
+    def start(cls, tmp: Path, name: str | None = None) -> Journal:
+        """A new, empty journal for a mount that is starting (`name`: its mount id, registered
+        and locked already). It is flocked before it gets its journal name, so no mount of an
+        older version takes it for the journal of a mount that ended."""
+        name = name or uuid.uuid4().hex
         starting = tmp / f"starting-{name}"
         starting.mkdir()
         fd = os.open(starting, os.O_RDONLY | os.O_DIRECTORY)
@@ -109,10 +120,6 @@ class Journal:
         folder = tmp / f"{JOURNAL_PREFIX}{name}"
         os.rename(starting, folder)
         return cls(folder, fd)
-
-    @property
-    def id(self) -> str:
-        return self.folder.name.removeprefix(JOURNAL_PREFIX)
 
     def record(self, fd: int, staged: Path | None, node: int, mtime: float, base: str | None) -> ClosedFile:
         """Put a closed file's staged copy (`blobtree.new_staging_file`), written from content
@@ -128,13 +135,20 @@ class Journal:
         return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.seq)
 
     def unreadable(self) -> list[Path]:
-        """Files in the folder that are not entries (nothing this code wrote)."""
-        return sorted(Path(entry.path) for entry in os.scandir(self.folder) if ClosedFile.parse(Path(entry.path)) is None)
+        """Files in the folder that are neither entries nor the mount's staging files
+        (nothing this code wrote)."""
+        return sorted(Path(entry.path) for entry in os.scandir(self.folder)
+                      if ClosedFile.parse(Path(entry.path)) is None and not entry.name.startswith(STAGING_PREFIX))
 
     def close(self) -> bool:
-        """Release the lock; remove the folder when it holds nothing. True when removed (a
-        folder that still holds files, entries or not, stays for the next mount or fsck)."""
+        """Release the lock; remove the folder when it holds no entry and no file that is not
+        one (staging files left in it belong to no one any more; strays stay for fsck). True
+        when removed."""
         try:
+            if self.entries() or self.unreadable():
+                return False
+            for entry in os.scandir(self.folder):
+                os.unlink(entry.path)
             os.rmdir(self.folder)
             return True
         except OSError as error:
@@ -145,16 +159,19 @@ class Journal:
             self.release()
 
     def release(self) -> None:
-        """Release the lock, leaving the folder as it is."""
+        """Release the locks, leaving the folder (and the mount's row) as they are."""
         os.close(self._lock_fd)
+        if self.mount_lock is not None:
+            self.mount_lock.release()
 
 
 def is_journal(path: Path) -> bool:
     return path.name.startswith(JOURNAL_PREFIX) and path.is_dir()
 
 
-def take_abandoned(path: Path) -> Journal | None:
-    """The journal at `path` locked for the caller, if its mount is gone; None while it runs."""
+def take_abandoned(path: Path, mount_lock: mounts.LivenessLock | None = None) -> Journal | None:
+    """The journal at `path` locked for the caller; None while someone holds its folder
+    (an older mount that runs, or another recoverer)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -165,17 +182,36 @@ def take_abandoned(path: Path) -> Journal | None:
         os.close(fd)
         return None
     try:
-        return Journal(path, fd)
+        return Journal(path, fd, mount_lock)
     except FileNotFoundError:  # recovered and removed by someone else just now
         os.close(fd)
         return None
 
 
-def abandoned_journals(tmp: Path) -> Iterator[Journal]:
-    """Each journal in tmp/ whose mount is gone, locked while the caller handles it."""
-    for entry in sorted(os.scandir(tmp), key=lambda entry: entry.name):
-        path = Path(entry.path)
-        if is_journal(path):
+def abandoned_journals(store: Store, forget_empty: bool = True) -> Iterator[Journal]:
+    """Each journal of a dead mount, locked while the caller handles it (docs/concurrency.md,
+    "Mount liveness"). A registered mount is dead when its liveness lock can be taken; a dead
+    mount without a journal is forgotten at once (with `forget_empty`). A journal folder with
+    no row is an older version's: its folder flock decides, as it did then."""
+    tmp = store.tree.tmp
+    # folders first, rows second: a mount adds its row before it makes its folder, so a
+    # folder seen here whose mount runs has its row in what is read next
+    folders = sorted(Path(entry.path) for entry in os.scandir(tmp) if is_journal(Path(entry.path)))
+    rows = {row.id for row in mounts.registered(store)}
+    for mount_id in sorted(rows):
+        lock = mounts.try_lock(store, mount_id)
+        if lock is None:
+            continue  # alive
+        journal = take_abandoned(tmp / f"{JOURNAL_PREFIX}{mount_id}", lock)
+        if journal is None:
+            if forget_empty and not (tmp / f"{JOURNAL_PREFIX}{mount_id}").exists():
+                mounts.forget(store, mount_id, lock)  # ended before it made its journal
+            else:
+                lock.release()
+            continue
+        yield journal
+    for path in folders:
+        if path.name[len(JOURNAL_PREFIX):] not in rows:
             journal = take_abandoned(path)
             if journal is not None:
                 yield journal
@@ -267,7 +303,20 @@ def recover(store: Store, journal: Journal) -> tuple[int, int]:
     for path in journal.unreadable():
         log.warning("%s is not a journal entry: left for `assetfs fsck --repair`, which saves it to bucket %s",
                     path, LOST_FOUND_BUCKET)
-    journal.close()
+    mount_lock, journal.mount_lock = journal.mount_lock, None
+    try:
+        removed = journal.close()
+    except BaseException:
+        if mount_lock is not None:
+            mount_lock.release()
+        raise
+    if mount_lock is not None:
+        if removed:
+            dropped = mounts.forget(store, journal.mount_id, mount_lock)
+            if dropped:
+                log.info("deleted %d nodes without a name kept by mount %s", dropped, journal.mount_id)
+        else:
+            mount_lock.release()  # still dead: recovered again next time
     return committed, failed
 
 
@@ -281,7 +330,7 @@ def save_unreadable(store: Store, journal: Journal) -> list[PutResult]:
     for path in journal.unreadable():
         if not path.is_file() or path.is_symlink():
             continue
-        saved.append(store.put(LOST_FOUND_BUCKET, path, name=f"journal-{journal.id}/{path.name}"))
+        saved.append(store.put(LOST_FOUND_BUCKET, path, name=f"journal-{journal.mount_id}/{path.name}"))
         path.unlink()
     return saved
 
@@ -289,7 +338,7 @@ def save_unreadable(store: Store, journal: Journal) -> list[PutResult]:
 def recover_all(store: Store) -> tuple[int, int]:
     """Recover every abandoned journal of the store: (committed, failed)."""
     committed = failed = 0
-    for journal in abandoned_journals(store.tree.tmp):
+    for journal in abandoned_journals(store):
         done, not_done = recover(store, journal)
         committed, failed = committed + done, failed + not_done
     return committed, failed

@@ -26,8 +26,9 @@ import trio
 
 from casgc.runner import Collector
 from cas.errors import BadInput, StoreError
+from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
-from cas.writeback import Journal, recover_all
+from cas.writeback import JOURNAL_PREFIX, Journal, recover_all
 from fusefs.errors import inject_fault
 from fusefs.letgo import LetGo
 from fusefs.operations import Operations
@@ -184,54 +185,80 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
     """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
     _fault_from_environment()
     with Store.open(store_root) as store:
-        if not options.read_only:
-            committed, failed = recover_all(store)
-            if committed or failed:
-                log.info("committed %d files closed in a mount that ended (%d failed)", committed, failed)
-        fuse_options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
-        if options.read_only:
-            fuse_options.add("ro")
-        if options.allow_other:
-            fuse_options.add("allow_other")
-        writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
-        operations = Operations(store, writebehind, read_only=options.read_only)
-        let_go = LetGo(store)
+        live = LiveMount.register(store)  # before anything else: from here on no one recovers it
         try:
-            if not options.read_only:
-                dropped = operations.view.drop_unlinked_nodes()
-                if dropped:
-                    log.info("deleted %d nodes without a name left by an earlier mount", dropped)
-            pyfuse3.init(operations, str(mountpoint), fuse_options)
-        except BaseException as error:
-            writebehind.journal.close()
-            if isinstance(error, RuntimeError):
-                raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
-            raise
-        log.info("mounted %s at %s", store_root, mountpoint)
-        collector = Collector(store) if options.gc else None
-        try:
-            if collector is not None:
-                collector.start()
-                log.info("garbage collector running every %ss", store.config.gc.interval)
-            trio.run(_main, mountpoint, ready, operations, let_go)
+            _serve(store, live, store_root, mountpoint, options, ready)
         finally:
-            if collector is not None:
-                collector.stop()
-            pyfuse3.close(unmount=True)
-            operations.close()
-            let_go.check()
-            log.info("unmounted %s", mountpoint)
+            live.end(forget=not _journal_left(store, live))
 
 
-async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations, let_go: LetGo) -> None:
+def _journal_left(store: Store, live: LiveMount) -> bool:
+    """Whether the mount's journal folder is still there (files not committed): then its
+    row stays, and the next mount or `fsck --repair` recovers it once it is dead."""
+    return (store.tree.tmp / f"{JOURNAL_PREFIX}{live.id}").exists()
+
+
+def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, options: MountOptions,
+           ready: Callable[[], None]) -> None:
+    if not options.read_only:
+        committed, failed = recover_all(store)
+        if committed or failed:
+            log.info("committed %d files closed in a mount that ended (%d failed)", committed, failed)
+    fuse_options = set(pyfuse3.default_options) | {f"fsname={FSNAME}", f"subtype={FSNAME}"}
+    if options.read_only:
+        fuse_options.add("ro")
+    if options.allow_other:
+        fuse_options.add("allow_other")
+    writebehind = WriteBehind(store, Journal.start(store.tree.tmp, live.id))
+    operations = Operations(store, writebehind, read_only=options.read_only)
+    let_go = LetGo(store)
+    try:
+        if not options.read_only:
+            dropped = operations.view.drop_unlinked_nodes()
+            if dropped:
+                log.info("deleted %d nodes without a name left by an earlier mount", dropped)
+        pyfuse3.init(operations, str(mountpoint), fuse_options)
+    except BaseException as error:
+        writebehind.journal.close()
+        if isinstance(error, RuntimeError):
+            raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
+        raise
+    log.info("mounted %s at %s", store_root, mountpoint)
+    collector = Collector(store) if options.gc else None
+    try:
+        if collector is not None:
+            collector.start()
+            log.info("garbage collector running every %ss", store.config.gc.interval)
+        trio.run(_main, mountpoint, ready, operations, live, let_go)
+    finally:
+        if collector is not None:
+            collector.stop()
+        pyfuse3.close(unmount=True)
+        operations.close()
+        let_go.check()
+        log.info("unmounted %s", mountpoint)
+
+
+async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations, live: LiveMount,
+                let_go: LetGo) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_stop_on_signal)
+        nursery.start_soon(_heartbeat, live)
         nursery.start_soon(operations.writebehind.run)
         nursery.start_soon(let_go.run)
         nursery.start_soon(operations.contents.run)
         nursery.start_soon(_when_serving, mountpoint, ready)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+async def _heartbeat(live: LiveMount) -> None:
+    while True:
+        await trio.sleep(HEARTBEAT_S)
+        try:
+            await trio.to_thread.run_sync(live.beat)
+        except Exception:
+            log.exception("could not record the mount's heartbeat")
 
 
 async def _when_serving(mountpoint: Path, ready: Callable[[], None]) -> None:

@@ -68,7 +68,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, store: Store, writebehind: WriteBehind, read_only: bool = False) -> None:
         super().__init__()
         self.store = store
-        self.view = StoreView(store)
+        self.view = StoreView(store, mount_id=writebehind.journal.mount_id)
         self.read_only = read_only
         self.inodes = InodeTable()
         self.writebehind = writebehind
@@ -410,7 +410,7 @@ class Operations(pyfuse3.Operations):
 
     def _create_file(self, folder: Folder, name: str, mode: int,
                      owner: names.Owner) -> tuple[Row, int, Path | None]:
-        fd, path = new_staging_file(self.store.tree.tmp)
+        fd, path = new_staging_file(self.writebehind.journal.folder)
         try:
             return self.view.create(folder, name, False, mode, owner), fd, path
         except BaseException:

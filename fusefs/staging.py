@@ -3,13 +3,14 @@
 One `NodeContent` per named file node that is open or waiting for its commit (shared by all
 its handles), so every reader sees every writer's bytes and `getattr` sees the size being
 written. It is *clean* (reads come from the blob of the object the node refers to) until the
-first write or truncate, which copies the newest content into a staging file in <store>/tmp
-(copy-on-write: blobs are never opened for writing). On close (flush) of a writable handle,
-or when the last user of a node truncated by path is done, the staged copy is *closed*: handed
-to the write-behind (`fusefs.writebehind`), which commits it in the background through
-`Store.put_staged_many` (installed as a blob or dropped on a dedup hit; the node then refers
-to the new object and the old one is touched). Until then its fd stays open and serves reads,
-and a new write copies from it. Writes that arrive in order are hashed as they come
+first write or truncate, which copies the newest content into a staging file in the mount's
+journal folder, <store>/tmp/closed-<mount id>/ (copy-on-write: blobs are never opened for
+writing; the folder is the mount's while it lives, so no one else removes the file). On
+close (flush) of a writable handle, or when the last user of a node truncated by path is
+done, the staged copy is *closed*: handed to the write-behind (`fusefs.writebehind`), which
+commits it in the background through `Store.put_staged_many` (installed as a blob or dropped
+on a dedup hit; the node then refers to the new object and the old one is touched). Until
+then its fd stays open and serves reads, and a new write copies from it. Writes that arrive in order are hashed as they come
 (`fusefs.hashing`), so the commit of a file written front to back does not read it again.
 
 A per-node trio lock orders the steps: a close never runs while a write is between its
@@ -158,7 +159,7 @@ class NodeContent:
         self._hash = SequentialHash(broken=source is not None and self.size > 0)  # copy-on-write
 
         def make() -> tuple[int, Path | None]:
-            fd, path = new_staging_file(self.store.tree.tmp)
+            fd, path = new_staging_file(self.contents.writebehind.journal.folder)
             try:
                 if source is not None:
                     _copy_file(source, fd, self.size)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cas import names
+from cas import mounts, names
 from cas.catalog import Transaction
 from cas.catalog.base import Row
 from cas.errors import NotFound
@@ -127,10 +127,17 @@ def encode_xattrs(xattrs: dict[str, bytes]) -> str:
 class StoreView:
     """The store as folders and files."""
 
-    def __init__(self, store: Store, started: float | None = None) -> None:
+    def __init__(self, store: Store, started: float | None = None, mount_id: str | None = None) -> None:
         self.store = store
         self.owner = names.Owner.current()
         self.started = started or time.time()
+        self.mount_id = mount_id  # the mount keeps the nodes that lose their last name in it
+
+    def _keep(self, tx: Transaction, node: int | None) -> None:
+        """A node lost its last name here: record, in the same transaction, that this mount
+        keeps it (it may be open), so no other mount or recoverer deletes it (cas/mounts.py)."""
+        if node is not None and self.mount_id is not None:
+            mounts.keep_node(tx, self.mount_id, node)
 
     def run(self, work, write: bool = False):
         """Changes to names are committed without waiting for the disk, as a local
@@ -248,10 +255,21 @@ class StoreView:
         return self.run(make, write=True)
 
     def unlink(self, folder: BucketDir | NamedNode, name: str) -> tuple[int, bool]:
-        return self.run(lambda tx: names.unlink(tx, _existing_folder(tx, folder), name, time.time()), write=True)
+        def remove(tx: Transaction) -> tuple[int, bool]:
+            node, last = names.unlink(tx, _existing_folder(tx, folder), name, time.time())
+            if last:
+                self._keep(tx, node)
+            return node, last
+
+        return self.run(remove, write=True)
 
     def rmdir(self, folder: BucketDir | NamedNode, name: str) -> int:
-        return self.run(lambda tx: names.remove_dir(tx, _existing_folder(tx, folder), name, time.time()), write=True)
+        def remove(tx: Transaction) -> int:
+            node = names.remove_dir(tx, _existing_folder(tx, folder), name, time.time())
+            self._keep(tx, node)
+            return node
+
+        return self.run(remove, write=True)
 
     def rename(self, old: BucketDir | NamedNode, old_name: str, new: BucketDir | NamedNode, new_name: str,
                replace: bool) -> int | None:
@@ -262,6 +280,7 @@ class StoreView:
                 raise names.TreeError(errno.EXDEV, "names move between buckets by copying")
             moved = names.lookup(tx, old_parent, old_name)
             orphan = names.rename(tx, old_parent, old_name, new_parent, new_name, time.time(), replace)
+            self._keep(tx, orphan)
             follow = None
             if moved is not None and moved["kind"] == "file":
                 follow = self.store.follow_rename(tx, moved["id"], old_name, new_name)
@@ -333,7 +352,11 @@ class StoreView:
         self.run(lambda tx: names.remove_bucket(tx, bucket), write=True)
 
     def delete_node(self, node: int) -> None:
-        self.run(lambda tx: names.delete_node(tx, node), write=True)
+        def delete(tx: Transaction) -> None:
+            names.delete_node(tx, node)
+            mounts.release_node(tx, node)
+
+        self.run(delete, write=True)
 
     def drop_unlinked_nodes(self) -> int:
         return self.run(lambda tx: names.drop_unlinked_nodes(tx, time.time()), write=True)

@@ -108,6 +108,22 @@ MIGRATIONS: list[list[str]] = [
         "alter table nodes add column version text",
         "alter table nodes add column last_path text",
     ],
+    # 7: the mounts that run, and the nameless nodes each keeps for files open in it
+    # (docs/concurrency.md, "Mount liveness")
+    [
+        """create table mounts (
+            id text primary key,
+            host text not null,
+            pid integer not null,
+            started_at {float} not null,
+            heartbeat {float} not null
+        )""",
+        """create table mount_nodes (
+            node_id bigint primary key,
+            mount_id text not null
+        )""",
+        "create index mount_nodes_mount on mount_nodes (mount_id)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,6 +2,7 @@
 #
 # Source this file from a bash script that runs with `set -euo pipefail`, then call:
 #   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
+#   ensure_ceph_packages     the Ceph daemons and ceph-fuse the long CephFS test runs (--long only)
 #   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
 #   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
 #                            pyproject.toml when MODULE does not import (after ensure_venv)
@@ -22,6 +23,9 @@ ASSETFS_DEBIAN_PACKAGES=(
     postgresql                      # the shared catalog the tests run against
     rsync attr libmagic1 bindfs b3sum
 )
+
+# tests/test_cephfs.py: a one-node cluster with two ceph-fuse clients ($CEPHFS_TOOLS)
+ASSETFS_CEPH_PACKAGES=(ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common)
 
 ASSETFS_PG_ROLE=assetfs
 ASSETFS_PG_PASSWORD=assetfs
@@ -53,13 +57,27 @@ as_root() {
 }
 
 ensure_debian_packages() {
-    local missing=() pkg status
-    for pkg in "${ASSETFS_DEBIAN_PACKAGES[@]}"; do
+    install_debian_packages "debian packages" "${ASSETFS_DEBIAN_PACKAGES[@]}"
+    [ -c /dev/fuse ] || setup_say "warning: /dev/fuse is missing; FUSE mounts will fail"
+}
+
+# The long run's CephFS test needs Ceph; a machine where it cannot be installed still runs
+# the other long tests (the CephFS test then skips and says why).
+ensure_ceph_packages() {
+    ( install_debian_packages "ceph packages" "${ASSETFS_CEPH_PACKAGES[@]}" ) ||
+        setup_say "warning: could not install Ceph; the CephFS test will be skipped"
+}
+
+# install_debian_packages WHAT PACKAGE...: apt-get install the missing ones.
+install_debian_packages() {
+    local what="$1" missing=() pkg status
+    shift
+    for pkg in "$@"; do
         status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
         [ "${status:0:2}" = "ii" ] || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        setup_say "debian packages present"
+        setup_say "$what present"
     else
         command -v apt-get >/dev/null 2>&1 || setup_die "apt-get not found; install: ${missing[*]}"
         setup_say "installing debian packages: ${missing[*]}"
@@ -73,7 +91,6 @@ ensure_debian_packages() {
         fi
         rm -f "$log"
     fi
-    [ -c /dev/fuse ] || setup_say "warning: /dev/fuse is missing; FUSE mounts will fail"
 }
 
 # Succeeds when .venv has a python that runs.
