@@ -43,6 +43,19 @@ class RequestContext:
 CTX = RequestContext()
 
 
+@dataclass
+class SetattrFields:
+    """pyfuse3.SetattrFields, whose fields cannot be set from Python: the ones setattr reads."""
+
+    update_atime: bool = False
+    update_mtime: bool = False
+    update_ctime: bool = False
+    update_mode: bool = False
+    update_uid: bool = False
+    update_gid: bool = False
+    update_size: bool = False
+
+
 class OpsMount:
     def __init__(self, store: Store, operations: Operations) -> None:
         self.store = store
@@ -54,10 +67,19 @@ class OpsMount:
     @classmethod
     async def start(cls, nursery: trio.Nursery, store_root: Path) -> "OpsMount":
         store = Store.open(store_root)
-        await trio.to_thread.run_sync(recover_all, store)
-        writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
+        try:
+            await trio.to_thread.run_sync(recover_all, store)
+            writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
+        except BaseException:
+            store.close()
+            raise
         mount = cls(store, Operations(store, writebehind))
-        await trio.to_thread.run_sync(mount.ops.view.drop_unlinked_nodes)
+        try:
+            await trio.to_thread.run_sync(mount.ops.view.drop_unlinked_nodes)
+        except BaseException:
+            writebehind.journal.close()
+            store.close()
+            raise
         nursery.start_soon(mount._background)
         return mount
 

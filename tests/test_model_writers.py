@@ -45,7 +45,7 @@ from pathlib import Path
 import blake3
 import pytest
 from hypothesis import HealthCheck, Phase, note, seed, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from model_store import BUCKET, ModelStore, Snapshot, Workbench, is_conflict_name
 
@@ -290,6 +290,11 @@ class ManyWriters(RuleBasedStateMachine):
         rows = [row for row in self.world.snapshot().by_hash(self.model.versions[vid].hash) if row.live == live]
         return rows[0].id if rows else None
 
+    def committed_names(self) -> list[str]:
+        model = self.model
+        return [name for name in NAMES if model.names[name] is not None
+                and model.nodes[model.names[name]].committed is not None]
+
     def step(self, text: str) -> None:
         note(text)
         if os.environ.get("ASSETFS_MODEL_VERBOSE") == "1":
@@ -344,6 +349,12 @@ class ManyWriters(RuleBasedStateMachine):
             model.commit_pending(mount)
         self.busy = False
 
+    @rule(mount=st.sampled_from(MOUNTS), name=st.sampled_from(NAMES),
+          mode=st.sampled_from(["overwrite", "append", "patch"]), data=st.binary(max_size=40), fsync=st.booleans())
+    def write_again(self, mount: str, name: str, mode: str, data: bytes, fsync: bool) -> None:
+        """The same as `write`: writes are most of what happens, a second rule makes them likelier."""
+        self.write(mount, name, mode, data, fsync)
+
     @rule(mount=st.sampled_from(MOUNTS), source=st.sampled_from(NAMES), destination=st.sampled_from(NAMES))
     def rename(self, mount: str, source: str, destination: str) -> None:
         if not self.alive[mount] or source == destination:
@@ -391,6 +402,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"{mount}: rm {name}")
         self.busy = False
 
+    @precondition(lambda self: any(self.model.pending.values()))
     @rule(mount=st.sampled_from(MOUNTS))
     def settle(self, mount: str) -> None:
         """fsync of the mount's root: every file closed in it so far is committed."""
@@ -404,6 +416,7 @@ class ManyWriters(RuleBasedStateMachine):
 
     # killing and mounting again ------------------------------------------------------------
 
+    @precondition(lambda self: all(self.alive.values()))
     @rule(mount=st.sampled_from(MOUNTS))
     def kill(self, mount: str) -> None:
         """SIGKILL one mount (never both: a mount that starts recovers every dead journal)."""
@@ -415,11 +428,11 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"kill -9 {mount} with {len(self.model.pending[mount])} closed files uncommitted")
         self.busy = False
 
-    @rule(mount=st.sampled_from(MOUNTS))
-    def remount(self, mount: str) -> None:
-        """Mount again: the killed mount's journal is committed before it serves."""
-        if self.alive[mount]:
-            return
+    @precondition(lambda self: not all(self.alive.values()))
+    @rule()
+    def remount(self) -> None:
+        """Mount the killed one again: its journal is committed before it serves."""
+        [mount] = [mount for mount in MOUNTS if not self.alive[mount]]
         self.busy = True
         self.world.start(mount)
         self.alive[mount] = True
@@ -451,6 +464,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"cli: put --name {name} → {version!r}")
         self.busy = False
 
+    @precondition(lambda self: self.committed_names())
     @rule(name=st.sampled_from(NAMES))
     def rm(self, name: str) -> None:
         """`assetfs rm` of the object on a name: to the trash, with every name it has."""
@@ -472,6 +486,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"cli: rm {model.versions[vid]!r} (names {former})")
         self.busy = False
 
+    @precondition(lambda self: self.model.in_trash_with_names)
     @rule(choice=st.integers(0, 100))
     def restore(self, choice: int) -> None:
         """`assetfs restore` of an object in the trash that has a former name free again."""
@@ -506,6 +521,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"cli: restore {version!r} to {freed}")
         self.busy = False
 
+    @precondition(lambda self: self.committed_names())
     @rule(name=st.sampled_from(NAMES))
     def hold(self, name: str) -> None:
         model = self.model
@@ -521,6 +537,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step(f"cli: hold add {model.versions[vid]!r}")
         self.busy = False
 
+    @precondition(lambda self: self.model.held)
     @rule(choice=st.integers(0, 100))
     def release(self, choice: int) -> None:
         model = self.model
@@ -547,6 +564,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.step("gc ×2")
         self.busy = False
 
+    @precondition(lambda self: self.model.in_trash_with_names)
     @rule()
     def trash_ls(self) -> None:
         self.busy = True
@@ -652,7 +670,7 @@ class ManyWriters(RuleBasedStateMachine):
         self.busy = True
         for mount in MOUNTS:
             if not self.alive[mount]:
-                self.remount(mount)
+                self.remount()
                 self.busy = True
         for mount in MOUNTS:
             self.world.settle(mount)

@@ -26,7 +26,7 @@ import fusefs.writebehind
 from cas.store import Store
 from fusefs.operations import SHORT
 from model_store import BUCKET, Snapshot, is_conflict_name, read_snapshot
-from ops_harness import CTX, OpsMount, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
+from ops_harness import CTX, OpsMount, SetattrFields, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
 
 pytestmark = [pytest.mark.trio, pytest.mark.timeout(120)]
 
@@ -129,6 +129,23 @@ async def test_a_killed_mounts_journal_is_committed_by_the_next_mount(store_root
     again = await start_ops()
     assert_holds(store_root, "a.txt", b"closed before the kill")
     assert await again.read_file(await again.bucket(BUCKET), "a.txt") == b"closed before the kill"
+
+
+async def test_a_journal_entry_with_an_mtime_before_1970_is_recovered(store_root: Path, start_ops: Starter) -> None:
+    """Finding 3: `cp -p` of a file from before 1970 sets its mtime before close(); killed
+    then, the journal entry must still be committed by the next mount, with that mtime."""
+    mount = await start_ops()
+    bucket = await mount.bucket(BUCKET)
+    fh, inode = await mount.create(bucket, "old.txt")
+    await mount.ops.write(fh, 0, b"from 1969")
+    attr = pyfuse3.EntryAttributes()
+    attr.st_mtime_ns = attr.st_atime_ns = -365 * 86400 * 10**9
+    await mount.ops.setattr(inode, attr, SetattrFields(update_atime=True, update_mtime=True), fh, CTX)
+    await mount.close(fh)
+    await mount.kill()
+    again = await start_ops()
+    assert_holds(store_root, "old.txt", b"from 1969")
+    assert (await again.ops.getattr(inode, CTX)).st_mtime_ns == -365 * 86400 * 10**9
 
 
 # the coherence contract (issue 11) --------------------------------------------------------
