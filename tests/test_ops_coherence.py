@@ -237,6 +237,22 @@ async def test_two_mounts_a_commit_does_not_replace_a_version_its_writer_did_not
     assert_conflict_copies(store_root, b"A, closed")
 
 
+async def test_a_name_removed_by_another_mount_before_the_commit_keeps_the_closed_version(
+        store_root: Path, start_ops: Starter) -> None:
+    """B closes a new file (not committed yet); A, which sees it empty, removes its name; B's
+    commit then finds no name: B's acknowledged content is kept (a conflict copy or the trash),
+    not dropped as "removed before its commit" (that rule is for the mount that removed it)."""
+    first, second = await start_ops(), await start_ops()
+    bucket_b = await second.bucket(BUCKET)
+    await second.write_file(bucket_b, "x.txt", b"closed in B")
+    bucket_a = await first.bucket(BUCKET)
+    assert await first.read_file(bucket_a, "x.txt") == b""  # A sees the name, empty until B commits
+    await first.ops.unlink(bucket_a, b"x.txt", CTX)
+    await second.settle()
+    kept = snapshot(store_root).by_hash(digest(b"closed in B"))
+    assert kept, "B's closed version is lost: no object has its content"
+
+
 async def test_a_removed_last_name_puts_the_object_in_the_trash_within_seconds(store_root: Path,
                                                                               start_ops: Starter) -> None:
     """Finding 6: rm in the mount of an object's last name: in the trash within seconds,
