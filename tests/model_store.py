@@ -100,6 +100,7 @@ class Workbench:
     catalog: str  # "sqlite" or "postgres"
     mounts: list[Mount] = field(default_factory=list)
     schemas: list[str] = field(default_factory=list)
+    stores: list["ModelStore"] = field(default_factory=list)
     examples: int = 0
 
     def new_store(self, env: dict[str, str]) -> "ModelStore":
@@ -127,7 +128,8 @@ class Workbench:
         return ModelStore(self, root, folder, env)
 
     def close(self) -> None:
-        """Unmount every mount started (killing a daemon that does not end), drop the schemas."""
+        """Unmount every mount started (killing a daemon that does not end), close the stores,
+        drop the schemas."""
         for mount in self.mounts:
             try:
                 if mount.process.poll() is None:
@@ -139,6 +141,9 @@ class Workbench:
                     mount.process.wait()
                 unmount(mount.path)
         self.mounts.clear()
+        for store in self.stores:
+            store.close()
+        self.stores.clear()
         if self.schemas:
             base = postgres_base_url()
             with psycopg.connect(base, autocommit=True) as connection:
@@ -158,6 +163,8 @@ class ModelStore:
         self.mounts: dict[str, Mount | None] = {}
         self.starts: dict[str, int] = {}
         self.store = Store.open(root)
+        self.closed = False
+        bench.stores.append(self)
 
     # mounts --------------------------------------------------------------------------------
 
@@ -230,4 +237,6 @@ class ModelStore:
         return read_snapshot(self.store)
 
     def close(self) -> None:
-        self.store.close()
+        if not self.closed:
+            self.closed = True
+            self.store.close()
