@@ -564,8 +564,8 @@ class ManyWriters(RuleBasedStateMachine):
         """Two `assetfs gc` workers at once (min_age 0: unnamed, unheld objects go to the trash)."""
         self.busy = True
         for result in self.world.gc_twice():
-            assert result.returncode == 0, (f"assetfs gc exited {result.returncode}\n"
-                                            f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}")
+            output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+            assert result.returncode == 0, f"assetfs gc exited {result.returncode}\n{output}"
         self.step("gc ×2")
         self.busy = False
 
@@ -577,7 +577,8 @@ class ManyWriters(RuleBasedStateMachine):
         hashes = {json.loads(line)["hash"] for line in listed if line}
         for vid, former in self.model.in_trash_with_names.items():
             version = self.model.versions[vid]
-            if vid in self.model.removed_by_cli or "trash" not in IGNORED and time.monotonic() > (version.orphaned_at or 0.0) + TRASH_WITHIN:
+            due = "trash" not in IGNORED and time.monotonic() > (version.orphaned_at or 0.0) + TRASH_WITHIN
+            if vid in self.model.removed_by_cli or due:  # rm'd by the CLI, or unlinked seconds ago
                 assert version.hash in hashes, f"assetfs trash ls does not list {version!r} (removed from {former})"
         self.busy = False
 
@@ -640,11 +641,13 @@ class ManyWriters(RuleBasedStateMachine):
                 problems.append(f"{version!r} is LOST: no object has its content")
                 continue
             if version.conflict:
-                if "conflict" not in IGNORED and not any(row.live and any(is_conflict_name(name) for name in row.names) for row in rows):
+                copies = [row for row in rows if row.live and any(is_conflict_name(name) for name in row.names)]
+                if "conflict" not in IGNORED and not copies:
                     problems.append(f"{version!r} should be a conflict copy; its objects: "
                                     f"{[(row.names, 'live' if row.live else 'trash') for row in rows]}")
                 continue
-            if "filename" not in IGNORED and version.filename is not None and not any(row.filename == version.filename for row in rows):
+            if ("filename" not in IGNORED and version.filename is not None
+                    and not any(row.filename == version.filename for row in rows)):
                 problems.append(f"{version!r} was committed as {version.filename!r}, but its object's file name "
                                 f"is {[row.filename for row in rows]}")
             if (not final or "trash" in IGNORED or model.referenced(version.vid) or version.vid in model.held

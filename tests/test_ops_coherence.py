@@ -26,7 +26,7 @@ import fusefs.writebehind
 from cas.store import Store
 from fusefs.operations import SHORT
 from model_store import BUCKET, Snapshot, is_conflict_name, read_snapshot
-from ops_harness import CTX, OpsMount, SetattrFields, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
+from ops_harness import CTX, SetattrFields, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
 
 pytestmark = [pytest.mark.trio, pytest.mark.timeout(120)]
 
@@ -68,9 +68,11 @@ def assert_holds(store_root: Path, name: str, data: bytes) -> None:
 
 def assert_conflict_copies(store_root: Path, *contents: bytes) -> None:
     found = conflict_copies(store_root)
+    objects = [(row.names, shown(row.hash, store_root), "live" if row.live else "trash")
+               for row in snapshot(store_root).objects.values()]
     assert sorted(found.values()) == sorted(map(digest, contents)), (
         f"conflict copies {({name: shown(h, store_root) for name, h in found.items()})}, expected {list(contents)}; "
-        f"objects: {[(row.names, shown(row.hash, store_root), 'live' if row.live else 'trash') for row in snapshot(store_root).objects.values()]}")
+        f"objects: {objects}")
 
 
 def snapshot(store_root: Path) -> Snapshot:
@@ -217,7 +219,8 @@ async def test_an_append_through_a_stale_mount_keeps_the_newer_version(store_roo
     await mount.append(inode, b"tail")
     await mount.settle()
     holds = name_holds(store_root, "x.txt")
-    assert holds in (digest(b"newer|tail"), digest(b"newer|")), f"the newer version was replaced: x.txt holds {shown(holds, store_root)}"
+    assert holds in (digest(b"newer|tail"), digest(b"newer|")), (
+        f"the newer version was replaced: x.txt holds {shown(holds, store_root)}")
     if holds == digest(b"newer|"):
         assert_conflict_copies(store_root, b"old|tail")
 
