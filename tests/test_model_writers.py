@@ -29,7 +29,10 @@ The contract the model checks:
 
 Run longer: ASSETFS_MODEL_EXAMPLES / ASSETFS_MODEL_STEPS, or `scripts/test --long` (the
 `long` variant). ASSETFS_MODEL_SEED replays a seed; the seed and the failing example's steps
-are printed on failure.
+are printed on failure. ASSETFS_MODEL_SHRINK=0 skips shrinking (which may take 5 minutes per
+distinct failure), ASSETFS_MODEL_VERBOSE=1 prints each step as it runs, and
+ASSETFS_MODEL_IGNORE=trash,conflict,filename leaves those properties unchecked, to see what
+else fails while one is known broken.
 """
 
 from __future__ import annotations
