@@ -220,22 +220,18 @@ def abandoned_journals(store: Store, forget_empty: bool = True) -> Iterator[Jour
 def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> dict[ClosedFile, Outcome]:
     """Commit journal entries (each with its content's hash when known) in one batch; when
     the batch fails, one by one, so one bad entry does not hold back the others. Committed
-    entries (and the older entries of the same nodes) leave the journal.
+    entries (and the older entries of their chains) leave the journal.
 
-    Of a node's entries only the newest is committed; it may bind to the node when the node is
-    at the base of any of them (the older ones were its own steps: committed already by an
-    attempt that did not get to remove them, or never)."""
-    newest: dict[int, tuple[ClosedFile, str | None]] = {}
-    bases: dict[int, set[str | None]] = {}
-    unchecked: set[int] = set()
-    for entry, hash_hex in sorted(closed, key=lambda pair: pair[0].seq):
-        newest[entry.node] = (entry, hash_hex)
-        bases.setdefault(entry.node, set()).add(entry.base)
-        if not entry.checked:
-            unchecked.add(entry.node)
-    items = [(entry, hash_hex, None if entry.node in unchecked else frozenset(bases[entry.node]))
-             for entry, hash_hex in newest.values()]
-    outcomes: dict[ClosedFile, Outcome] = {}
+    A node's entries form chains, each entry written over the one before it (its base is that
+    one's version). Of a chain only the newest entry is committed; it may bind to the node
+    when the node is at the base of any entry of the chain (the older ones were the same
+    writer's steps: committed already by an attempt that did not get to remove them, or
+    never). A second chain of one node (a mount that let go of a version another writer
+    replaced, and went on from the newer one) is committed beside the first, never dropped
+    with it."""
+    chains = _chains([entry for entry, _ in closed])
+    hashes = dict(closed)
+    items = [(chain[-1], hashes[chain[-1]], _accepted(chain)) for chain in chains]
     try:
         results = _commit(store, items)
     except Exception as error:
@@ -243,15 +239,37 @@ def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> 
             results = [error]
         else:
             results = [_commit_one(store, item) for item in items]
-    for (entry, _, _), result in zip(items, results):
-        outcomes[entry] = result
-    for entry, _ in closed:
-        if entry not in outcomes:  # replaced by a newer entry of its node
-            outcomes[entry] = outcomes[newest[entry.node][0]]
+    outcomes: dict[ClosedFile, Outcome] = {}
+    for chain, result in zip(chains, results):
+        for entry in chain:
+            outcomes[entry] = result
     for entry, outcome in outcomes.items():
         if not isinstance(outcome, Exception):
             entry.path.unlink(missing_ok=True)
     return outcomes
+
+
+def _chains(entries: list[ClosedFile]) -> list[list[ClosedFile]]:
+    """The entries in chains (oldest first in each): an entry extends the chain of its node
+    whose newest entry's version is its base; entries from before versions all go into one
+    chain per node, as they were committed then (newest wins)."""
+    chains: list[list[ClosedFile]] = []
+    for entry in sorted(entries, key=lambda entry: entry.seq):
+        mine = [chain for chain in chains if chain[-1].node == entry.node]
+        extended = next((chain for chain in mine
+                         if chain[-1].version == entry.base or not (entry.checked and chain[-1].checked)), None)
+        if extended is None:
+            chains.append([entry])
+        else:
+            extended.append(entry)
+    return chains
+
+
+def _accepted(chain: list[ClosedFile]) -> frozenset[str | None] | None:
+    """The node versions the chain's newest entry may replace (None: any, for old entries)."""
+    if not all(entry.checked for entry in chain):
+        return None
+    return frozenset(entry.base for entry in chain)
 
 
 Item = tuple[ClosedFile, str | None, frozenset[str | None] | None]  # entry, hash, accepted bases

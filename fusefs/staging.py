@@ -266,6 +266,7 @@ class OpenContents:
         self.on_idle = on_idle
         self._by_node: dict[int, NodeContent] = {}
         self._lingering: set[NodeContent] = set()
+        self._detached: set[NodeContent] = set()  # replaced by a newer version, commits still to come
 
     def get(self, node: int) -> NodeContent | None:
         return self._by_node.get(node)
@@ -273,13 +274,19 @@ class OpenContents:
     def acquire(self, node: int, bucket: str, hash_hex: str | None, size: int, mtime: float,
                 version: str | None) -> NodeContent:
         """The node's content, for one more user; `hash_hex`, `size`, `mtime` and `version` are
-        the node's row as just read. A content kept from before (lingering after its commit)
-        that no longer matches the row is replaced: another writer committed since."""
+        the node's row as just read. A content kept from before that no longer matches the row
+        (another writer committed since) is replaced when no one has it open: lingering after
+        its commit, or with closed versions still waiting for theirs, which go on to become
+        conflict copies (docs/concurrency.md, "Many writers") while this open starts from the
+        newer version."""
         content = self._by_node.get(node)
-        if content is not None and content.idle and not content.knows(version):
+        if content is not None and content.users == 0 and not content.dirty and not content.knows(version):
             self._lingering.discard(content)
             del self._by_node[node]
-            content.close()
+            if content.idle:
+                content.close()
+            else:
+                self._detached.add(content)
             content = None
         if content is None:
             content = NodeContent(self, node, hash_hex, size, mtime, version, self.store.config.bucket(bucket).max_size)
@@ -299,6 +306,11 @@ class OpenContents:
 
     async def settled(self, content: NodeContent) -> None:
         """Drop the content once nothing uses it or waits in it (and it is done lingering)."""
+        if content in self._detached:
+            if content.idle:
+                self._detached.discard(content)
+                content.close()
+            return
         if not content.idle or self._by_node.get(content.node) is not content:
             return
         if not content.stale and trio.current_time() < content.committed_at + LINGER_S:
@@ -320,7 +332,8 @@ class OpenContents:
                     self._lingering.discard(content)
 
     def close_all(self) -> None:
-        for content in self._by_node.values():
+        for content in [*self._by_node.values(), *self._detached]:
             content.close()
         self._by_node.clear()
         self._lingering.clear()
+        self._detached.clear()

@@ -23,8 +23,10 @@ import pytest
 import trio
 
 from cas.store import Store
+from cas.mounts import LiveMount
 from cas.writeback import Journal, recover_all
 from fusefs.operations import Operations
+from fusefs.letgo import LetGo
 from fusefs.writebehind import WriteBehind
 
 ROOT_INODE = pyfuse3.ROOT_INODE
@@ -57,9 +59,11 @@ class SetattrFields:
 
 
 class OpsMount:
-    def __init__(self, store: Store, operations: Operations) -> None:
+    def __init__(self, store: Store, operations: Operations, live: LiveMount) -> None:
         self.store = store
         self.ops = operations
+        self.live = live
+        self.let_go = LetGo(store)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.ended = False
@@ -69,11 +73,17 @@ class OpsMount:
         store = Store.open(store_root)
         try:
             await trio.to_thread.run_sync(recover_all, store)
-            writebehind = WriteBehind(store, Journal.start(store.tree.tmp))
+            live = LiveMount.register(store)
         except BaseException:
             store.close()
             raise
-        mount = cls(store, Operations(store, writebehind))
+        try:
+            writebehind = WriteBehind(store, Journal.start(store.tree.tmp, live.id))
+        except BaseException:
+            live.end(forget=True)
+            store.close()
+            raise
+        mount = cls(store, Operations(store, writebehind), live)
         try:
             await trio.to_thread.run_sync(mount.ops.view.drop_unlinked_nodes)
         except BaseException:
@@ -89,6 +99,7 @@ class OpsMount:
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(self.ops.writebehind.run)
                     tasks.start_soon(self.ops.contents.run)
+                    tasks.start_soon(self.let_go.run)
         finally:
             self.done.set()
 
@@ -102,6 +113,8 @@ class OpsMount:
         await self._stop_tasks()
         try:
             self.ops.close()
+            self.let_go.check()
+            self.live.end(forget=not self.ops.writebehind.journal.folder.exists())
         finally:
             self.store.close()
 
@@ -115,6 +128,7 @@ class OpsMount:
                 os.close(fd)
         self.ops.handles.clear()
         self.ops.writebehind.journal.release()
+        self.live.lock.release()  # its row stays: a dead mount's, for the next mount to recover
         self.store.close()
 
     # requests, as the kernel sends them ----------------------------------------------------
