@@ -100,6 +100,18 @@ MIGRATIONS: list[list[str]] = [
         "drop index objects_dedup",
         "create index objects_dedup on objects (bucket, hash, id) where deleted_at is null",
     ],
+    # 6: bearer tokens of the HTTP server, stored hashed (docs/schema.md, cas/tokens.py)
+    [
+        """create table tokens (
+            id text primary key,
+            secret_hash text not null,
+            buckets text not null,
+            can_read integer not null,
+            can_write integer not null,
+            created_at {float} not null,
+            expires_at {float}
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,7 +1,8 @@
 # Shared setup steps for scripts/test, scripts/start and scripts/bench.
 #
 # Source this file from a bash script that runs with `set -euo pipefail`, then call:
-#   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
+#   ensure_debian_packages [PKG...]   install the Debian packages assetfs needs (only the
+#                            missing ones); with arguments, those packages instead
 #   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
 #   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
 #                            pyproject.toml when MODULE does not import (after ensure_venv)
@@ -21,6 +22,11 @@ ASSETFS_DEBIAN_PACKAGES=(
     python3-venv                    # `python3 -m venv` on Debian's python
     postgresql                      # the shared catalog the tests run against
     rsync attr libmagic1 bindfs b3sum
+)
+
+# Only the tests need these (scripts/test installs them; scripts/start does not).
+ASSETFS_TEST_DEBIAN_PACKAGES=(
+    nginx-light curl                # a real nginx in front of `assetfs serve` (tests/test_serve_nginx.py)
 )
 
 ASSETFS_PG_ROLE=assetfs
@@ -52,9 +58,11 @@ as_root() {
     fi
 }
 
+# ensure_debian_packages [PKG...]: the given packages, or ASSETFS_DEBIAN_PACKAGES.
 ensure_debian_packages() {
-    local missing=() pkg status
-    for pkg in "${ASSETFS_DEBIAN_PACKAGES[@]}"; do
+    local missing=() pkg status wanted=("$@")
+    [ "${#wanted[@]}" -gt 0 ] || wanted=("${ASSETFS_DEBIAN_PACKAGES[@]}")
+    for pkg in "${wanted[@]}"; do
         status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
         [ "${status:0:2}" = "ii" ] || missing+=("$pkg")
     done

@@ -1,0 +1,81 @@
+"""What every request handler shares: the open store, its worker threads and the secret.
+
+The store's API is synchronous, so catalog calls run in a small pool of threads (a slow
+query then holds one thread, never the event loop). Uploads, which hold a thread while
+their body streams in, and large bodies read from blob files have pools of their own, so
+neither starves the catalog lookups every request makes.
+"""
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from cas import tokens
+from cas.errors import NotFound
+from cas.model import ObjectInfo
+from cas.store import Store
+from serve import signing
+from serve.access import ANONYMOUS, Caller, bearer, rejected_token
+
+T = TypeVar("T")
+CATALOG_THREADS = 16
+UPLOAD_THREADS = 32
+READ_THREADS = 8
+
+
+class Service:
+    def __init__(self, store_root: Path) -> None:
+        self.store = Store.open(store_root)
+        self.config = self.store.config
+        self.secret = signing.load_secret(self.store.root)
+        self.catalog_pool = ThreadPoolExecutor(CATALOG_THREADS, thread_name_prefix="assetfs-catalog")
+        self.upload_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="assetfs-upload")
+        self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="assetfs-read")  # large bodies
+        self.uploads_in_flight = 0
+
+    def close(self) -> None:
+        self.catalog_pool.shutdown(wait=True, cancel_futures=True)
+        self.upload_pool.shutdown(wait=True, cancel_futures=True)
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    async def call(self, work: Callable[..., T], *args: object) -> T:
+        """Run a store call in a catalog thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.catalog_pool, functools.partial(work, *args))
+
+    async def caller(self, request: Request) -> Caller:
+        """The request's credentials: 403 for a malformed or rejected token (checked before
+        any catalog access when malformed)."""
+        presented = bearer(request.headers.get("authorization"))
+        if presented is None:
+            return ANONYMOUS
+        token = await self.call(tokens.verify, self.store.catalog, presented)
+        if token is None:
+            raise rejected_token()
+        return Caller(token)
+
+    async def live(self, object_id: str) -> ObjectInfo | None:
+        """A live, unexpired object (the id already validated); None otherwise."""
+        try:
+            info = await self.call(self.store.get, object_id)
+        except NotFound:
+            return None
+        return None if _expired(info) else info
+
+    async def named(self, bucket: str, name: str) -> ObjectInfo | None:
+        try:
+            info = await self.call(self.store.find, bucket, name)
+        except NotFound:
+            return None
+        return None if _expired(info) else info
+
+
+def _expired(info: ObjectInfo) -> bool:
+    """Past its expiry but not collected yet: served as gone (docs/http.md)."""
+    return info.expires_at is not None and info.expires_at <= time.time()
