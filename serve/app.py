@@ -86,4 +86,5 @@ def create_app(store_root: Path | None = None) -> AccessLog:
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
         HttpError: _http_error, HTTPException: _starlette_error, StoreError: _store_error,
     })
+    app.router.redirect_slashes = False  # a wrong path is a JSON 404, not a redirect
     return AccessLog(app)

@@ -67,6 +67,8 @@ async def by_id(request: Request) -> Response:
 
 async def by_name(request: Request) -> Response:
     service: Service = request.app.state.service
+    if request.path_params["bucket"] == "by-id":  # /assets/by-id/a%2Fb: an id with a '/', not a name
+        raise bad_request("id_invalid", f"not an object id: {request.path_params['name'][:80]!r}")
     bucket, name = bucket_and_name(request.path_params["bucket"], request.path_params["name"])
     caller = await service.caller(request)
     check_bucket_read(caller, service.config, bucket)
