@@ -17,7 +17,7 @@ from serve import signing
 from serve.access import Caller, check_bucket_read, check_bucket_write, hidden
 from serve.assets import bucket_and_name, object_id_of
 from serve.body import BodyStream, RawBody, Rejected, parse_digests
-from serve.errors import HttpError, bad_request, json_response, not_found
+from serve.errors import HttpError, bad_request, json_response, not_found, unauthorized
 from serve.multipart import MultipartBody
 from serve.service import Service
 
@@ -340,6 +340,8 @@ async def signed_url(request: Request) -> Response:
     if not 0 < lifetime <= MAX_URL_LIFETIME:
         raise bad_request("invalid", "expires_in must be more than 0s and at most 7d")
     caller = await service.caller(request)
+    if caller.token is None:
+        raise unauthorized("making a signed URL needs a bearer token that may read the object")
     info = await _readable(service, caller, object_id)
     expires = int(time.time() + lifetime)
     if caller.token is not None and caller.token.expires_at is not None:
