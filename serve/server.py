@@ -6,6 +6,7 @@ get `GRACEFUL_STOP` seconds to finish), and drops connections that stay idle.
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from serve.app import STORE_ENV
 
 GRACEFUL_STOP = 10  # seconds
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -32,10 +37,13 @@ def run(store_root: Path, listen: str | None, workers: int | None) -> None:
         config = store.config.serve
         signing.load_secret(store.root)  # created here, before the workers race to make it
     host, port = parse_listen(listen or config.listen)
-    count = workers or config.workers
+    count = config.workers if workers is None else workers
     if count < 1:
         raise BadInput("--workers must be at least 1")
     os.environ[STORE_ENV] = str(Path(store_root).absolute())
+    # uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found:
+    # this one turns that into exit status 0 (a stop asked for is a clean stop).
+    signal.signal(signal.SIGTERM, _stopped)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run("serve.app:create_app", factory=True, host=host, port=port, workers=count if count > 1 else None,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,
