@@ -93,7 +93,8 @@ def blob_response(request: Request, service: Service, info: ObjectInfo, cache: s
     headers["Content-Type"] = info.content_type
     accel = service.config.serve.accel_redirect
     blob = service.store.tree.blob_path(info.hash)
-    if accel is not None:
+    if accel is not None:  # nginx sends the file, answers the range and adds Accept-Ranges
+        del headers["Accept-Ranges"]
         headers["X-Accel-Redirect"] = accel + str(blob.relative_to(service.store.tree.blobs))
         return Response(status_code=200, headers=headers)
     if part.partial:
