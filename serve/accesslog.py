@@ -1,6 +1,7 @@
-"""One access-log line per request: request id, method, path, status, bytes out, duration.
+"""One access-log line per request (request id, method, path, status, bytes out, duration),
+and the request's numbers for /metrics (by route template, never by raw path).
 
-A raw ASGI middleware (it only watches `send`), so it costs a few microseconds. The request
+A raw ASGI middleware (it only watches `receive` and `send`), so it costs a few microseconds. The request
 id comes from the client's `X-Request-Id` when it is short and plain, else a new one, and
 is sent back in `X-Request-Id`.
 """
@@ -9,16 +10,22 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from serve.metrics import Metrics
 
 log = logging.getLogger("assetfs.access")
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Callable[[], "Metrics | None"]) -> None:
         self.app = app
+        self.metrics = metrics  # the process's Metrics, once the lifespan has made them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,7 +34,13 @@ class AccessLog:
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"")
         request_id = given if _PLAIN_ID.fullmatch(given) else secrets.token_hex(8).encode()
-        status, sent = 0, 0
+        status, sent, received = 0, 0, 0
+
+        async def count() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
 
         async def watch(message: Message) -> None:
             nonlocal status, sent
@@ -39,7 +52,12 @@ class AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, count, watch)
         finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            metrics = self.metrics()
+            if metrics is not None:
+                metrics.record(getattr(route, "path", "(none)"), scope["method"], status, received, sent, seconds)
             log.info("%s %s %s %s %d %d %.1fms", request_id.decode(), scope.get("client", ("-",))[0], scope["method"],
-                     scope.get("raw_path", b"").decode("latin-1"), status, sent, (time.perf_counter() - started) * 1000)
+                     scope.get("raw_path", b"").decode("latin-1"), status, sent, seconds * 1000)

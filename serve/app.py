@@ -1,7 +1,6 @@
 """The ASGI application: routes, JSON errors, the store opened for the process's life."""
 
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,14 +15,22 @@ from cas.errors import StoreError
 from serve import api, assets
 from serve.accesslog import AccessLog
 from serve.errors import HttpError, error_response, json_response
+from serve.metrics import CONTENT_TYPE, Metrics
 from serve.service import Service
 
 STORE_ENV = "ASSETFS_SERVE_STORE"  # how `assetfs serve` tells each worker process its store
-log = logging.getLogger("assetfs.serve")
 
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    service: Service = request.app.state.service
+    collected: Metrics = request.app.state.metrics
+    collected.uploads.set(service.uploads_in_flight)
+    body = await service.call(collected.render)  # the store gauges may query the catalog
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 async def readyz(request: Request) -> Response:
@@ -51,6 +58,7 @@ ROUTES = [
     Route("/v1/objects/{id}/url", api.signed_url, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]
 
 
@@ -78,6 +86,7 @@ def create_app(store_root: Path | None = None) -> AccessLog:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.service = Service(root)
+        app.state.metrics = Metrics(app.state.service.store)
         try:
             yield
         finally:
@@ -87,4 +96,4 @@ def create_app(store_root: Path | None = None) -> AccessLog:
         HttpError: _http_error, HTTPException: _starlette_error, StoreError: _store_error,
     })
     app.router.redirect_slashes = False  # a wrong path is a JSON 404, not a redirect
-    return AccessLog(app)
+    return AccessLog(app, lambda: getattr(app.state, "metrics", None))

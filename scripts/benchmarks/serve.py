@@ -49,7 +49,8 @@ def _wait_http(url: str, what: str) -> None:
     deadline = time.monotonic() + 20
     while subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "1", url]).returncode != 0:
         if time.monotonic() > deadline:
-            raise common.BenchError(f"{what} did not answer at {url}")
+            logs = "".join(path.read_text(errors="replace")[-2000:] for path in common.WORK_DIR.glob("serve-*.log"))
+            raise common.BenchError(f"{what} did not answer at {url}; the servers' logs:\n{logs}")
         time.sleep(0.1)
 
 
@@ -108,9 +109,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ports = {}
         for name in ("direct", "accel"):
             ports[name] = _free_port()
-            servers.append(subprocess.Popen(
-                [common.ASSETFS, "--store", str(work / name), "serve", "--listen", f"127.0.0.1:{ports[name]}",
-                 "--workers", str(args.serve_workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            with open(work / f"serve-{name}.log", "wb") as log:
+                servers.append(subprocess.Popen(
+                    [common.ASSETFS, "--store", str(work / name), "serve", "--listen", f"127.0.0.1:{ports[name]}",
+                     "--workers", str(args.serve_workers)], stdout=subprocess.DEVNULL, stderr=log))
         nginx_port = _free_port()
         config = _nginx_config(folder, work / "accel" / "blobs", f"127.0.0.1:{ports['accel']}", nginx_port)
         subprocess.run([NGINX, "-c", str(config), "-e", str(folder / "error.log")], check=True)
