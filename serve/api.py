@@ -202,8 +202,8 @@ def _given_type(media_type: str | None) -> str | None:
 # reading metadata --------------------------------------------------------------------------
 
 
-async def _readable(service: Service, caller: Caller, object_id: str) -> ObjectInfo:
-    info = await service.live(object_id)
+async def _readable(service: Service, caller: Caller, object_id: str, with_names: bool = False) -> ObjectInfo:
+    info = await service.live(object_id, with_names)
     if info is None or not caller.may_read(service.config, info.bucket):
         raise hidden(caller)
     return info
@@ -213,7 +213,7 @@ async def get_object(request: Request) -> Response:
     service = _service(request)
     object_id = object_id_of(request.path_params["id"])
     caller = await service.caller(request)
-    info = await _readable(service, caller, object_id)
+    info = await _readable(service, caller, object_id, with_names=True)
     holds = await service.call(service.store.holds, info.id)
     return json_response(object_record(service, info, holds=holds))
 

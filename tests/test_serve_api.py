@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import time
 
@@ -41,6 +42,22 @@ def wait_for_log(server, needle: str, count: int = 1) -> None:
     while server.log_text().count(needle) < count:
         assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{server.log_text()}"
         time.sleep(0.05)
+
+
+def read_answer(raw: socket.socket) -> str:
+    """One HTTP response from a raw socket: the head, then as many bytes as its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = raw.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+    while len(body) < length:
+        chunk = raw.recv(65536)
+        assert chunk, data
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 def test_raw_upload_then_dedup(api):
@@ -146,7 +163,7 @@ def test_max_size(api):
     with socket.create_connection((host, int(port)), timeout=10) as raw:  # 413 before any body byte is sent
         raw.sendall(f"POST /v1/buckets/small/objects HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
                     "Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n".encode())
-        answer = raw.recv(65536).decode()
+        answer = read_answer(raw)
     assert answer.startswith("HTTP/1.1 413 ") and '"too_large"' in answer
     chunked = client.post("/v1/buckets/small/objects", content=iter([b"x" * 600, b"y" * 600]))  # no length: mid-stream
     assert chunked.status_code == 413 and error_code(chunked) == "too_large"
