@@ -571,8 +571,7 @@ def token_revoke(context: Context, token_ids: tuple[str, ...]) -> None:
 
     with context.open() as store:
         for token_id in token_ids:
-            tokens.revoke(store.catalog, token_id)
-            click.echo(f"revoked {token_id[:20]}")
+            click.echo(f"revoked {tokens.revoke(store.catalog, token_id)}")
 
 
 @cli.command()
@@ -585,6 +584,8 @@ def url(context: Context, object_id: str, expires_in: str, base_url: str | None)
     from serve import signing
 
     lifetime = parse_duration(expires_in, "--expires-in")
+    if lifetime <= 0:
+        raise BadInput("--expires-in must be longer than 0s")
     with context.open() as store:
         info = store.get(object_id)
         secret = signing.load_secret(store.root)

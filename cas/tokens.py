@@ -76,8 +76,9 @@ def list_tokens(catalog: Catalog) -> list[Token]:
     return [Token.from_row(row) for row in rows]
 
 
-def revoke(catalog: Catalog, token_id: str) -> None:
-    """Delete a token by its id (or by the whole token string); NotFound when there is none."""
+def revoke(catalog: Catalog, token_id: str) -> str:
+    """Delete a token by its id (or by the whole token string); returns the id. NotFound
+    when there is none."""
     match = TOKEN_PATTERN.fullmatch(token_id)
     token_id = match.group(1) if match else token_id
     if not ID_PATTERN.fullmatch(token_id):
@@ -89,6 +90,7 @@ def revoke(catalog: Catalog, token_id: str) -> None:
         tx.execute("delete from tokens where id = :id", {"id": token_id})
 
     catalog.run(delete)
+    return token_id
 
 
 def parse(presented: str) -> tuple[str, str] | None:

@@ -90,7 +90,9 @@ def blob_response(request: Request, service: Service, info: ObjectInfo, cache: s
         raise HttpError(412, "precondition_failed", "the object does not match If-Match / If-Unmodified-Since")
     part = choose_slice(request.headers, info.size, etag, info.created_at)  # 416 raised here, in either mode
     headers["Content-Disposition"] = content_disposition(info.filename, request.query_params.get("download") == "1")
-    headers["Content-Type"] = info.content_type
+    # a stored type with a control character (allowed after ';') must not reach a header
+    plain = all(" " <= char <= "~" for char in info.content_type)
+    headers["Content-Type"] = info.content_type if plain else "application/octet-stream"
     accel = service.config.serve.accel_redirect
     blob = service.store.tree.blob_path(info.hash)
     if accel is not None:  # nginx sends the file, answers the range and adds Accept-Ranges

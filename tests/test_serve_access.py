@@ -52,7 +52,8 @@ def test_token_cli(store_root):
         assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
     assert run_cli(store_root, "token", "revoke", "nothex", check=2).stderr.startswith(b"assetfs: not a token id")
     assert b"no token" in run_cli(store_root, "token", "revoke", "0123456789abcdef", check=1).stderr
-    run_cli(store_root, "token", "revoke", created["id"])
+    revoked = run_cli(store_root, "token", "revoke", created["token"]).stdout  # the whole token works too
+    assert revoked == f"revoked {created['id']}\n".encode()  # the secret is never echoed
     assert run_cli(store_root, "token", "ls").stdout == b""
 
 
@@ -149,3 +150,4 @@ def test_signed_urls(setup, store_root, tmp_path):
     assert error_code(httpx.get(server.url + link)) == "not_found"
     assert run_cli(store_root, "url", private.id, check=1).stderr.startswith(b"assetfs: no object")
     assert run_cli(store_root, "url", "nope", check=2).stderr.startswith(b"assetfs: not an object id")
+    assert b"longer than 0s" in run_cli(store_root, "url", public.id, "--expires-in", "0s", check=2).stderr

@@ -189,3 +189,13 @@ def test_unknown_routes_and_methods_are_json(served):
     assert error_code(httpx.get(f"{server.url}/nope")) == "no_route"
     response = httpx.post(f"{server.url}/assets/by-id/01900000-0000-7000-8000-000000000000")
     assert response.status_code == 405 and error_code(response) == "method_not_allowed"
+
+
+def test_control_characters_never_reach_headers(served):
+    store, server, auth = served
+    put = store.put("priv", io.BytesIO(b"odd"), name="odd\r\nX-Injected: 1.txt", content_type="text/plain; a=\rb")
+    response = httpx.get(f"{server.url}/assets/by-id/{put.object.id}", headers=auth)
+    assert response.status_code == 200 and response.content == b"odd"
+    assert "x-injected" not in response.headers
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "\r" not in response.headers["content-disposition"] and "%0D%0A" in response.headers["content-disposition"]
