@@ -26,6 +26,7 @@ from serve.service import Service
 
 SMALL_BODY = 256 * 1024  # read at once on the event loop (from the page cache: microseconds)
 CHUNK = 1024 * 1024
+SEND_TIMEOUT = 60.0  # seconds a client may take to accept one chunk before it is dropped
 IMMUTABLE = "max-age=31536000, immutable"
 YEAR = 31536000
 
@@ -133,6 +134,7 @@ class BlobResponse(Response):
                 if not data:
                     raise OSError(f"blob file shorter than its catalog size at offset {offset}")
                 offset += len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": offset < end})
+                await asyncio.wait_for(send({"type": "http.response.body", "body": data, "more_body": offset < end}),
+                                       SEND_TIMEOUT)
         finally:
             os.close(self.fd)

@@ -1,7 +1,8 @@
 """`assetfs serve`: uvicorn (uvloop + httptools) running the application (docs/http.md).
 
 Starts in a fraction of a second, stops cleanly on SIGTERM or SIGINT (requests in flight
-get `GRACEFUL_STOP` seconds to finish), and drops connections that stay idle.
+get `GRACEFUL_STOP` seconds to finish), and drops connections that stay idle or send their
+request's head too slowly (serve/protocol.py).
 """
 
 import logging
@@ -46,6 +47,6 @@ def run(store_root: Path, listen: str | None, workers: int | None) -> None:
     signal.signal(signal.SIGTERM, _stopped)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run("serve.app:create_app", factory=True, host=host, port=port, workers=count if count > 1 else None,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=False,
+                loop="uvloop", http="serve.protocol:HeadTimeoutProtocol", lifespan="on", access_log=False, proxy_headers=False,
                 server_header=False, timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=GRACEFUL_STOP,
                 log_level="info")

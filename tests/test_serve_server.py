@@ -3,10 +3,12 @@ and configuration as one-line errors, readiness."""
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import httpx
 
+from cas.store import Store
 from conftest import run_cli
 from serving import add_config, error_code, stop_server
 
@@ -62,3 +64,25 @@ def test_world_readable_secret_is_refused(store_root, server_factory):
     (store_root / "serve-secret").chmod(0o644)
     result = run_cli(store_root, "serve", check=1)
     assert b"readable by others" in result.stderr and result.stderr.count(b"\n") == 1
+
+
+def test_slow_request_heads_are_dropped(tmp_path, server_factory):
+    """A connection that sends nothing, or part of a request's head, is closed after the
+    head timeout (10 s) instead of being held open for as long as the client likes. (HTTP
+    only, no catalog in play: one SQLite store, not both catalogs.)"""
+    store, _ = Store.init(tmp_path / "store")
+    store.close()
+    server = server_factory(store.root)
+    host, port = server.url.removeprefix("http://").split(":")
+    opened = []
+    for payload in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):
+        connection = socket.create_connection((host, int(port)), timeout=30)
+        connection.sendall(payload)
+        opened.append(connection)
+    try:
+        for connection in opened:
+            assert connection.recv(100) == b""  # closed by the server, well before our 30 s timeout
+    finally:
+        for connection in opened:
+            connection.close()
+    assert httpx.get(server.url + "/healthz").status_code == 200  # others are served meanwhile
