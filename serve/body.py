@@ -2,7 +2,8 @@
 
 `Store.put` reads a binary stream in a worker thread; the body arrives on the event loop.
 `BodyStream.pull` fetches the next piece from the loop when the store asks for it, so at
-most one piece (≤ 4 MiB) of a body is in memory, however large the upload.
+most one piece (≤ 1 MiB) of a body is in memory here, however large the upload (the store's
+staging has its own two 4 MiB buffers per thread, cas/blobtree.py).
 
 The checks that decide whether a body may be stored run as it passes: its size against the
 bucket's `max_size` (413) and against `Content-Length`, and its digests against the
@@ -22,7 +23,7 @@ import blake3
 from serve.errors import HttpError
 
 IDLE_TIMEOUT = 30.0  # seconds without a byte of body before the upload is dropped
-PULL_SIZE = 4 * 1024 * 1024
+PULL_SIZE = 1024 * 1024  # at most this much of a body is in memory per upload (besides the store's buffers)
 _DIGEST_ITEM = re.compile(r"\s*([A-Za-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*")
 _ALGORITHMS: dict[str, Callable[[], object]] = {
     "sha-256": hashlib.sha256, "sha-512": hashlib.sha512, "blake3": blake3.blake3,
@@ -135,7 +136,7 @@ class RawBody(io.RawIOBase):
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         if not self.pending:
-            self.pending = memoryview(self.stream.pull(max(len(buffer), 64 * 1024)))
+            self.pending = memoryview(self.stream.pull(min(len(buffer), PULL_SIZE)))
             if not self.pending:
                 return 0
         count = min(len(buffer), len(self.pending))
