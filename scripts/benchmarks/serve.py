@@ -10,7 +10,13 @@ the software, not the number of cores it takes. Reported: requests/s and p99 lat
 medians of `--repeat` runs, and ratios to nginx static.
 
 Goals (issue 10): direct ≥ 0.25×, accel ≥ 0.3×, /blobs/ ≥ 0.9× nginx static's requests/s.
-Not measured yet: the 1 GiB GET and upload, and 200 concurrent uploads (docs/http.md says so).
+
+Then, with a `--serve-size` object (default 1 GiB), timed with common.measure (medians):
+- GET with curl: nginx static, assetfs direct, assetfs accel. Goals ≥ 0.5× and ≥ 0.95× nginx.
+- Upload with `curl -T` to `POST /v1/buckets/…/objects` vs `assetfs put` of the same file, each
+  into a store where the content is new (the previous run's object is purged first, untimed).
+  Goal ≥ 0.8× put.
+Not measured: 200 concurrent uploads (tests/test_serve_upload_memory.py checks the memory bound).
 """
 
 import argparse
@@ -24,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,8 @@ DOCS = common.ROOT / "docs" / "http.md"
 def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--serve-duration", type=int, default=10, metavar="S", help="seconds of each wrk run (default: 10)")
     group.add_argument("--serve-workers", type=int, default=1, metavar="N", help="assetfs serve workers (default: 1)")
+    group.add_argument("--serve-size", type=common.parse_size, default=1 << 30, metavar="SIZE",
+                       help="size of the object downloaded and uploaded, e.g. 64M (default: 1G)")
 
 
 def _free_port() -> int:
@@ -71,6 +80,63 @@ def _nginx_config(folder: Path, blobs: Path, upstream: str, port: int) -> Path:
 
 def _assetfs(*args: str) -> str:
     return subprocess.run([common.ASSETFS, *args], check=True, capture_output=True, text=True).stdout
+
+
+def _write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as out:
+        for offset in range(0, size, 1 << 24):
+            out.write(os.urandom(min(1 << 24, size - offset)))
+
+
+def _emptied(root: Path) -> Callable[[], None]:
+    """A setup step: remove every object of the store and purge it, so the next put is new content."""
+    def empty() -> None:
+        for line in _assetfs("--store", str(root), "ls", "--json").splitlines():
+            _assetfs("--store", str(root), "rm", json.loads(line)["id"])
+        _assetfs("--store", str(root), "trash", "purge")
+    return empty
+
+
+def _large_groups(args: argparse.Namespace, work: Path, nginx: str, ports: dict[str, int]) -> list[dict[str, Any]]:
+    """The GET and upload groups, with a `--serve-size` object."""
+    size = args.serve_size
+    big = work / "big.bin"
+    _write_random(big, size)
+    placed = {name: json.loads(_assetfs("--store", str(work / name), "put", "bench", str(big), "--json"))
+              for name in ("direct", "accel")}
+    digest = placed["accel"]["hash"]
+    urls = {"nginx static": f"{nginx}/static/{digest[:2]}/{digest[2:4]}/{digest}",
+            "assetfs direct": f"http://127.0.0.1:{ports['direct']}/assets/by-id/{placed['direct']['id']}",
+            "assetfs accel": f"{nginx}/assets/by-id/{placed['accel']['id']}"}
+    big.unlink()
+    token = _assetfs("--store", str(work / "direct"), "token", "create", "--bucket", "bench", "--write").strip()
+    upload_url = f"http://127.0.0.1:{ports['direct']}/v1/buckets/bench/objects"
+    put_store, served_store = work / "put", work / "direct"
+    _assetfs("--store", str(put_store), "init")
+    get = common.Group(
+        f"GET of a {common.format_size(size)} object with curl (-o /dev/null)", size,
+        [common.Contender(label, [["curl", "-sS", "-f", "-o", "/dev/null", url]]) for label, url in urls.items()],
+        ["nginx static"])
+    common.measure(get, args.repeat, [path for path in (work / "accel" / "blobs").rglob("*") if path.is_file()],
+                   args.cold)
+    source = work / "upload.bin"
+    _write_random(source, size)
+    upload = common.Group(
+        f"upload of a {common.format_size(size)} file of new content", size,
+        [common.Contender("assetfs put", [[common.ASSETFS, "--store", str(put_store), "put", "bench", str(source)]],
+                          setup=_emptied(put_store)),
+         common.Contender("POST /v1 (curl -T)", [["curl", "-sS", "-f", "-o", "/dev/null", "-X", "POST", "-T", str(source),
+                                                  "-H", f"Authorization: Bearer {token}", upload_url]],
+                          setup=_emptied(served_store))],
+        ["assetfs put"])
+    common.measure(upload, args.repeat, [source], args.cold)
+    return [
+        common.group_record(get, [
+            common.goal("assetfs direct >= 0.5x nginx static", get.ratio("assetfs direct", "nginx static"), 0.5, "x"),
+            common.goal("assetfs accel >= 0.95x nginx static", get.ratio("assetfs accel", "nginx static"), 0.95, "x")]),
+        common.group_record(upload, [
+            common.goal("upload >= 0.8x assetfs put", upload.ratio("POST /v1 (curl -T)", "assetfs put"), 0.8, "x")]),
+    ]
 
 
 def _store(root: Path, accel: bool) -> tuple[str, str]:
@@ -134,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for label in labels[shift:] + labels[:shift]:
                 results[label].append(_wrk(urls[label], args.serve_duration))
                 print(f"  {label}: {results[label][-1][0]:.0f} req/s, p99 {results[label][-1][1]:.2f} ms", file=sys.stderr)
+        large = _large_groups(args, work, nginx, ports)
     finally:
         pid_file = folder / "nginx.pid"
         if pid_file.exists():
@@ -153,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return {"parameters": {"object_bytes": OBJECT_SIZE, "connections": 64, "wrk_threads": 2,
                            "seconds_per_run": args.serve_duration, "repeat": args.repeat,
-                           "assetfs_workers": args.serve_workers, "nginx_workers": 1},
+                           "assetfs_workers": args.serve_workers, "nginx_workers": 1, "large_bytes": args.serve_size},
             "groups": [{"title": f"GET of a {OBJECT_SIZE}-byte object, wrk -c64 (medians of {args.repeat})",
                         "table": {"header": header, "rows": rows}, "goals": goals,
-                        "notes": ["every server one worker process; wrk runs on the same 2-CPU machine"]}]}
+                        "notes": ["every server one worker process; wrk runs on the same 2-CPU machine"]}, *large]}
