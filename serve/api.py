@@ -1,6 +1,7 @@
 """The JSON API under /v1: the CLI's verbs, one route each (docs/http.md)."""
 
 import asyncio
+import dataclasses
 import re
 import time
 from typing import Any
@@ -242,7 +243,7 @@ async def list_objects(request: Request) -> Response:
 
     infos, found = await service.call(page)
     now = time.time()
-    records = [object_record(service, ObjectInfo(**{**info.__dict__, "names": sorted(found.get(info.id, []))}))
+    records = [object_record(service, dataclasses.replace(info, names=sorted(found.get(info.id, []))))
                for info in infos if info.expires_at is None or info.expires_at > now]
     return json_response({"objects": records, "next": infos[-1].id if len(infos) == limit else None})
 

@@ -13,6 +13,7 @@ OSError) from inside the store's read, so the staged copy is removed and nothing
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import io
 import re
@@ -103,7 +104,12 @@ class BodyStream:
         if self.ended:
             self._finish()
             return b""
-        data = asyncio.run_coroutine_threadsafe(self._pull(want), self.loop).result()
+        pulled = asyncio.run_coroutine_threadsafe(self._pull(want), self.loop)
+        try:
+            data = pulled.result(IDLE_TIMEOUT + 5)  # the loop is gone (shutdown) if even its own timeout did not fire
+        except concurrent.futures.TimeoutError:
+            pulled.cancel()
+            raise self.reject(503, "shutting_down", "the server stopped while the body was arriving") from None
         self.count += len(data)
         if self.limit is not None and self.count > self.limit:
             raise self.reject(413, "too_large", f"the body is larger than the bucket's max_size ({self.limit} bytes)")

@@ -6,6 +6,7 @@ several gets the whole body (RFC 9110 lets a server ignore Range).
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
@@ -48,9 +49,9 @@ def _weak_match(value: str, etag: str) -> bool:
     return any(tag == "*" or tag.removeprefix("W/") == etag for tag in _tags(value))
 
 
-def check_preconditions(headers: dict[str, str] | object, etag: str, modified: float, method: str) -> int | None:
+def check_preconditions(headers: Mapping[str, str], etag: str, modified: float, method: str) -> int | None:
     """The status the preconditions decide (304 or 412), or None to go on (RFC 9110 13.2.2)."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     modified_second = int(modified)
     if_match = get("if-match")
     if if_match is not None:
@@ -73,12 +74,12 @@ def check_preconditions(headers: dict[str, str] | object, etag: str, modified: f
     return None
 
 
-def choose_slice(headers: dict[str, str] | object, size: int, etag: str, modified: float) -> Slice:
+def choose_slice(headers: Mapping[str, str], size: int, etag: str, modified: float) -> Slice:
     """The part of the content to send for a GET: all of it, or the single range asked for.
 
     Raises HttpError 416 for a malformed or unsatisfiable single range.
     """
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     whole = Slice(0, size, partial=False)
     value = get("range")
     if value is None:

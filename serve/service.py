@@ -40,8 +40,11 @@ class Service:
         self.uploads_in_flight = 0
 
     def close(self) -> None:
+        """At shutdown, after uvicorn's grace for requests in flight. An upload still running
+        waits on this event loop for its body, so its pool is not waited for (its thread gives
+        up within serve.body's pull timeout; its staged copy is removed)."""
+        self.upload_pool.shutdown(wait=False, cancel_futures=True)
         self.catalog_pool.shutdown(wait=True, cancel_futures=True)
-        self.upload_pool.shutdown(wait=True, cancel_futures=True)
         self.read_pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
 
