@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import errno
 import re
 import time
 from typing import Any
@@ -171,6 +172,8 @@ async def upload(request: Request) -> Response:
     except AssetfsError as error:
         if stream.rejection is not None:
             raise stream.rejection.error from None
+        if getattr(error, "errno", None) == errno.EFBIG:  # the store's own max_size check (typed, by errno)
+            raise HttpError(413, "too_large", str(error)) from None
         if isinstance(error, BadInput):
             raise _invalid(error) from None
         raise HttpError(500, "store_error", str(error)) from None
