@@ -1,5 +1,8 @@
 """GET and HEAD of an object's bytes: `/assets/by-id/{id}` and `/assets/{bucket}/{name…}`.
 
+Blobs never change (docs/design.md invariant 4), so the BLAKE3 hash is a strong validator
+and a by-id answer of a public bucket may be cached forever.
+
 Strong ETag (the BLAKE3 hash), conditional requests, one byte range, and the body from the
 blob file: small bodies with one `os.pread` on the event loop, large ones in 1 MiB chunks
 read in a worker thread each (uvicorn offers no pathsend/sendfile), or, with

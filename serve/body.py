@@ -1,4 +1,5 @@
-"""A request body read by the store's one write path (stage → hash → link → commit).
+"""A request body read by the store's one write path (stage → hash → link → commit,
+docs/design.md invariant 3).
 
 `Store.put` reads a binary stream in a worker thread; the body arrives on the event loop.
 `BodyStream.pull` fetches the next piece from the loop when the store asks for it, so at
@@ -8,7 +9,9 @@ staging has its own two 4 MiB buffers per thread, cas/blobtree.py).
 The checks that decide whether a body may be stored run as it passes: its size against the
 bucket's `max_size` (413) and against `Content-Length`, and its digests against the
 client's `Content-Digest`/`Repr-Digest` at the end. A failed check raises `Rejected` (an
-OSError) from inside the store's read, so the staged copy is removed and nothing is stored.
+OSError) from inside the store's read, so the staged copy is removed and nothing is stored
+(docs/design.md invariant 8): the end checks run before the store's read returns its last
+(empty) piece, that is before anything is linked or committed.
 """
 
 import asyncio
