@@ -104,9 +104,18 @@ class PutOptions:
         return self.name, self.filename, self.content_type, expires_at, self.metadata
 
 
+def _utf8(value: str) -> str:
+    """A header value as the client sent it, when that was UTF-8 (ASGI hands over latin-1)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def _header_options(request: Request) -> list[tuple[str, str]]:
     found = []
     for key, value in request.headers.items():
+        value = _utf8(value)
         if key.startswith("x-assetfs-meta-"):
             found.append(("meta." + key[len("x-assetfs-meta-"):], value))
         elif key in ("x-assetfs-name", "x-assetfs-filename", "x-assetfs-expires-in"):

@@ -84,10 +84,10 @@ def test_upload_options_in_headers_and_chunked_body(api):
     store, server, client = api
     chunks = [b"a" * 70000, b"b" * 70000, b"c"]
     response = client.post("/v1/buckets/priv/objects", content=iter(chunks),
-                           headers={"X-Assetfs-Name": "h/x.txt", "X-Assetfs-Meta-Colour": "red"})
+                           headers={"X-Assetfs-Name": "h/\u00e9t\u00e9.txt".encode(), "X-Assetfs-Meta-Colour": "red"})
     assert response.status_code == 201, response.text
     info = store.get(response.json()["id"])
-    assert info.names == ["h/x.txt"] and info.metadata == {"colour": "red"} and info.size == 140001
+    assert info.names == ["h/\u00e9t\u00e9.txt"] and info.metadata == {"colour": "red"} and info.size == 140001
 
 
 def test_multipart_upload(api):
