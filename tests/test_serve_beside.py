@@ -38,3 +38,22 @@ def test_two_servers_and_gc_on_one_store(store_root, server_factory):
     listed = run_cli(store_root, "ls", "shared").stdout.decode().splitlines()
     assert len(listed) == len(bodies) - 1
     assert run_cli(store_root, "fsck").returncode == 0
+
+
+def test_server_beside_a_mount(mounted, server_factory):
+    """A file copied into the mount is served by name once committed; an upload through the
+    server shows up in the mount."""
+    with Store.open(mounted.store_root) as store:
+        _, secret = tokens.create(store.catalog, ["m"], True, True, None)
+    auth = {"Authorization": f"Bearer {secret}"}
+    server = server_factory(mounted.store_root)
+    (mounted.path / "m").mkdir()
+    data = os.urandom(100_000)
+    (mounted.path / "m" / "copied.bin").write_bytes(data)
+    mounted.settle()  # the mount's write-behind has committed it
+    response = httpx.get(f"{server.url}/assets/m/copied.bin", headers=auth)
+    assert response.status_code == 200 and response.content == data
+    uploaded = httpx.post(f"{server.url}/v1/buckets/m/objects", headers=auth, content=b"from http",
+                          params={"name": "up/there.txt"})
+    assert uploaded.status_code == 201
+    assert (mounted.path / "m" / "up" / "there.txt").read_bytes() == b"from http"
