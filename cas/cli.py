@@ -543,5 +543,88 @@ def trash_purge(context: Context, older_than: str, as_json: bool) -> None:
     with context.open() as store:
         raise SystemExit(purge(store, seconds, as_json))
 
+# the HTTP server (serve/) ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--listen", help="HOST:PORT to listen on (default: [serve] listen, 127.0.0.1:8080).")
+@click.option("--workers", type=int, help="Worker processes (default: [serve] workers, 1).")
+@pass_context
+def serve(context: Context, listen: str | None, workers: int | None) -> None:
+    """Serve the store over HTTP until SIGTERM or SIGINT (docs/http.md)."""
+    from serve.server import run
+
+    run(context.store_path, listen, workers)
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens for `assetfs serve`, scoped to buckets and to reading and/or writing."""
+
+
+@token.command("create")
+@click.option("--bucket", "buckets", multiple=True, required=True, help="A bucket it may use (repeatable).")
+@click.option("--read", "can_read", is_flag=True, help="It may read (GET, HEAD, list, metadata, signed URLs).")
+@click.option("--write", "can_write", is_flag=True, help="It may write (upload, delete, restore, holds).")
+@click.option("--expires-in", "expires_in", help="It stops working after this long (e.g. 30d).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def token_create(context: Context, buckets: tuple[str, ...], can_read: bool, can_write: bool,
+                 expires_in: str | None, as_json: bool) -> None:
+    """Make a token; it is printed once and stored only hashed."""
+    from cas import tokens
+
+    expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in is not None else None
+    with context.open() as store:
+        made, secret = tokens.create(store.catalog, list(buckets), can_read, can_write, expires_at)
+    click.echo(json.dumps({**made.to_json(), "token": secret}) if as_json else secret)
+
+
+@token.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def token_ls(context: Context, as_json: bool) -> None:
+    """List tokens (their ids and scopes; the secrets are not kept)."""
+    from cas import tokens
+
+    with context.open() as store:
+        for made in tokens.list_tokens(store.catalog):
+            record = made.to_json()
+            verbs = "+".join(verb for verb in ("read", "write") if record[verb])
+            click.echo(json.dumps(record) if as_json else
+                       f"{made.id}  {verbs:10}  {','.join(made.buckets)}  expires {record['expires_at'] or 'never'}")
+
+
+@token.command("revoke")
+@click.argument("token_ids", nargs=-1, required=True)
+@pass_context
+def token_revoke(context: Context, token_ids: tuple[str, ...]) -> None:
+    """Revoke tokens by id (as `token ls` shows them)."""
+    from cas import tokens
+
+    with context.open() as store:
+        for token_id in token_ids:
+            click.echo(f"revoked {tokens.revoke(store.catalog, token_id)}")
+
+
+@cli.command()
+@click.argument("object_id")
+@click.option("--expires-in", "expires_in", default="1h", show_default=True, help="How long the link works.")
+@click.option("--base-url", help="What the link starts with (default: [serve] base_url, or none).")
+@pass_context
+def url(context: Context, object_id: str, expires_in: str, base_url: str | None) -> None:
+    """Print a signed link to a live object that works without a token until it expires."""
+    from serve import signing
+
+    lifetime = parse_duration(expires_in, "--expires-in")
+    if lifetime <= 0:
+        raise BadInput("--expires-in must be longer than 0s")
+    with context.open() as store:
+        info = store.get(object_id)
+        secret = signing.load_secret(store.root)
+        base = (base_url or store.config.serve.base_url or "").rstrip("/")
+    click.echo(base + signing.signed_path(secret, info.id, int(time.time() + lifetime)))
+
+
 if __name__ == "__main__":
     main()

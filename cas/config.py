@@ -23,7 +23,13 @@ that names the key, so a typo never silently falls back to a default.
     dedupe = true
     grace = "30d"
     rules = ["select 1 from profile where photo_id = :id"]
+    public = false             # readers need no token (assetfs serve, docs/http.md)
     max_size = "10G"           # larger files are refused (default: no limit)
+
+    [serve]                    # assetfs serve (docs/http.md)
+    listen = "127.0.0.1:8080"
+    accel_redirect = "/internal/blobs/"   # answer GETs with X-Accel-Redirect for nginx
+    base_url = "https://assets.example.org"   # what `assetfs url` and the API's links start with
 """
 
 import tomllib
@@ -47,7 +53,18 @@ class BucketConfig:
     dedupe: bool = True
     grace: float = 7 * DAY
     rules: tuple[str, ...] = ()
+    public: bool = False  # assetfs serve: read without a token
     max_size: int | None = None  # bytes: larger files are refused (EFBIG in the mount)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`[serve]`: the HTTP server's settings (docs/http.md)."""
+
+    listen: str = "127.0.0.1:8080"
+    workers: int = 1
+    accel_redirect: str | None = None  # a prefix such as "/internal/blobs/": nginx sends the bytes
+    base_url: str | None = None  # links the server and `assetfs url` hand out start with this
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
     buckets: dict[str, BucketConfig] = field(default_factory=dict)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def bucket(self, name: str) -> BucketConfig:
         return self.buckets.get(name, self.bucket_defaults)
@@ -131,8 +149,17 @@ def _size(value: Any, where: str) -> int:
     return parse_size(value, what=f"{CONFIG_NAME}: {where}")
 
 
-_BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "max_size": _size}
+_BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "public": _boolean,
+                "max_size": _size}
+
+
+def _prefix(value: Any, where: str) -> str:
+    text = _text(value, where)
+    if not text.startswith("/") or not text.endswith("/") or any(c in text for c in "?#\\ \r\n"):
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a URL path that starts and ends with '/', got {value!r}")
+    return text
 _GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration}
+_SERVE_KEYS = {"listen": _text, "workers": _positive_int, "accel_redirect": _prefix, "base_url": _text}
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -143,6 +170,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         "storage": lambda value, where: StorageConfig(**_table(value, where, _STORAGE_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
         "buckets": lambda value, where: value,
+        "serve": lambda value, where: ServeConfig(**_table(value, where, _SERVE_KEYS)),
     }
     settings = _table(raw, "top level", top_keys)
     buckets_raw = settings.pop("buckets", {})

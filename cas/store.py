@@ -596,6 +596,22 @@ class Store:
         stored = self.catalog.run(lambda tx: [row["name"] for row in tx.all("select name from buckets")], write=False)
         return sorted(set(stored) | set(self.config.buckets))
 
+    def find(self, bucket: str, name: str) -> ObjectInfo:
+        """The live object `<bucket>/<name>` refers to (by the named tree); NotFound otherwise.
+        Bucket and name are checked before the catalog is asked."""
+        check_bucket(bucket)
+        parts = split_name(name)
+
+        def read(tx: Transaction) -> ObjectInfo:
+            node = names._resolve(tx, bucket, parts)
+            row = None if node is None or node.get("object_id") is None else tx.one(
+                "select * from objects where id = :id and deleted_at is null", {"id": node["object_id"]})
+            if row is None:
+                raise NotFound(f"no object named {bucket}/{'/'.join(parts)}")
+            return ObjectInfo.from_row(row, names.names_of(tx, [row["id"]])[row["id"]])
+
+        return self.catalog.run(read, write=False)
+
     # lifecycle -----------------------------------------------------------------------------
 
     def delete(self, object_id: str) -> ObjectInfo:

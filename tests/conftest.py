@@ -100,3 +100,23 @@ def run_cli(store_root: Path, *args: str, input: bytes | None = None, check: int
             f"stdout: {result.stdout.decode(errors='replace')}\nstderr: {result.stderr.decode(errors='replace')}"
         )
     return result
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start `assetfs serve` processes on free ports (`factory(store_root, *args)`); every one
+    is stopped by its pid at the end, even when the test failed."""
+    import serving
+
+    started = []
+
+    def start(root: Path, *args: str) -> "serving.Server":
+        server = serving.start_server(root, tmp_path / f"serve-{len(started)}.log", *args)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            serving.stop_server(server)

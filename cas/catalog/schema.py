@@ -124,6 +124,18 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "create index mount_nodes_mount on mount_nodes (mount_id)",
     ],
+    # 8: bearer tokens of the HTTP server, stored hashed (docs/schema.md, cas/tokens.py)
+    [
+        """create table tokens (
+            id text primary key,
+            secret_hash text not null,
+            buckets text not null,
+            can_read integer not null,
+            can_write integer not null,
+            created_at {float} not null,
+            expires_at {float}
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

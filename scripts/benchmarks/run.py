@@ -21,6 +21,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "put": put.run,
     "gc": common.load_suite("gc").run,  # by path: `import gc` gives the built-in module
     "mount": mount.run,
+    "serve": common.load_suite("serve").run,  # by path: `import serve` would find the server package
 }
 
 
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mount_options.add_argument("--mount-objects", type=positive_int, default=100_000, metavar="N",
                                help="objects in the bucket listed with ls -l (default: 100000)")
     common.load_suite("gc").add_options(parser.add_argument_group("gc suite"))
+    common.load_suite("serve").add_options(parser.add_argument_group("serve suite (wrk against nginx and assetfs serve)"))
     return parser.parse_args(argv)
 
 

@@ -2,6 +2,7 @@
 #
 # Source this file from a bash script that runs with `set -euo pipefail`, then call:
 #   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
+#   ensure_debian_packages PKG...   those packages instead (only the missing ones)
 #   ensure_ceph_packages     the Ceph daemons and ceph-fuse the long CephFS test runs (--long only)
 #   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
 #   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
@@ -26,6 +27,11 @@ ASSETFS_DEBIAN_PACKAGES=(
 
 # tests/test_cephfs.py: a one-node cluster with two ceph-fuse clients ($CEPHFS_TOOLS)
 ASSETFS_CEPH_PACKAGES=(ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common)
+
+# Only the tests need these (scripts/test installs them; scripts/start does not).
+ASSETFS_TEST_DEBIAN_PACKAGES=(
+    nginx-light curl                # a real nginx in front of `assetfs serve` (tests/test_serve_nginx.py)
+)
 
 ASSETFS_PG_ROLE=assetfs
 ASSETFS_PG_PASSWORD=assetfs
@@ -56,7 +62,12 @@ as_root() {
     fi
 }
 
+# ensure_debian_packages [PKG...]: the given packages, or ASSETFS_DEBIAN_PACKAGES.
 ensure_debian_packages() {
+    if [ "$#" -gt 0 ]; then
+        install_debian_packages "test packages" "$@"
+        return
+    fi
     install_debian_packages "debian packages" "${ASSETFS_DEBIAN_PACKAGES[@]}"
     [ -c /dev/fuse ] || setup_say "warning: /dev/fuse is missing; FUSE mounts will fail"
 }

@@ -1,0 +1,99 @@
+"""The ASGI application: routes, JSON errors, the store opened for the process's life."""
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cas.errors import StoreError
+from serve import api, assets
+from serve.accesslog import AccessLog
+from serve.errors import HttpError, error_response, json_response
+from serve.metrics import CONTENT_TYPE, Metrics
+from serve.service import Service
+
+STORE_ENV = "ASSETFS_SERVE_STORE"  # how `assetfs serve` tells each worker process its store
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    service: Service = request.app.state.service
+    collected: Metrics = request.app.state.metrics
+    collected.uploads.set(service.uploads_in_flight)
+    body = await service.call(collected.render)  # the store gauges may query the catalog
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the catalog answers."""
+    service: Service = request.app.state.service
+    try:
+        await service.call(service.store.catalog.run, lambda tx: tx.value("select 1 as one"), False)
+    except Exception as error:  # any failure of the catalog means not ready
+        raise HttpError(503, "not_ready", f"the catalog does not answer: {type(error).__name__}") from None
+    return json_response({"status": "ready"})
+
+
+ROUTES = [
+    Route("/assets/by-id/{id}", assets.by_id, methods=["GET", "HEAD"]),
+    Route("/assets/{bucket}/{name:path}", assets.by_name, methods=["GET", "HEAD"]),
+    Route("/v1/buckets/{bucket}/objects", api.upload, methods=["POST"]),
+    Route("/v1/buckets/{bucket}/objects", api.list_objects, methods=["GET"]),
+    Route("/v1/buckets/{bucket}/names/{name:path}", api.lookup_name, methods=["GET"]),
+    Route("/v1/objects/{id}", api.get_object, methods=["GET"]),
+    Route("/v1/objects/{id}", api.delete_object, methods=["DELETE"]),
+    Route("/v1/objects/{id}/restore", api.restore_object, methods=["POST"]),
+    Route("/v1/objects/{id}/holds", api.list_holds, methods=["GET"]),
+    Route("/v1/objects/{id}/holds/{owner}", api.add_hold, methods=["PUT"]),
+    Route("/v1/objects/{id}/holds/{owner}", api.remove_hold, methods=["DELETE"]),
+    Route("/v1/objects/{id}/url", api.signed_url, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HttpError)
+    return error_response(error, head=request.method == "HEAD")
+
+
+async def _starlette_error(request: Request, error: Exception) -> Response:
+    """Starlette's own answers (no route, wrong method) as JSON errors too."""
+    assert isinstance(error, HTTPException)
+    code = {404: "no_route", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    headers = dict(error.headers or {})
+    return error_response(HttpError(error.status_code, code, str(error.detail), headers), head=request.method == "HEAD")
+
+
+async def _store_error(request: Request, error: Exception) -> Response:
+    return error_response(HttpError(500, "store_error", str(error)), head=request.method == "HEAD")
+
+
+def create_app(store_root: Path | None = None) -> AccessLog:
+    """The application for the store at `store_root` (default: $ASSETFS_SERVE_STORE)."""
+    root = Path(store_root or os.environ[STORE_ENV])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.service = Service(root)
+        app.state.metrics = Metrics(app.state.service.store)
+        try:
+            yield
+        finally:
+            app.state.service.close()
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
+        HttpError: _http_error, HTTPException: _starlette_error, StoreError: _store_error,
+    })
+    app.router.redirect_slashes = False  # a wrong path is a JSON 404, not a redirect
+    return AccessLog(app, lambda: getattr(app.state, "metrics", None))

@@ -1,0 +1,143 @@
+"""GET and HEAD of an object's bytes: `/assets/by-id/{id}` and `/assets/{bucket}/{name…}`.
+
+Blobs never change (docs/design.md invariant 4), so the BLAKE3 hash is a strong validator
+and a by-id answer of a public bucket may be cached forever.
+
+Strong ETag (the BLAKE3 hash), conditional requests, one byte range, and the body from the
+blob file: small bodies with one `os.pread` on the event loop, large ones in 1 MiB chunks
+read in a worker thread each (uvicorn offers no pathsend/sendfile), or, with
+`[serve] accel_redirect`, no body at all: nginx sends the file (X-Accel-Redirect).
+"""
+
+import asyncio
+import os
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from cas.errors import BadInput
+from cas.ids import parse_object_id
+from cas.model import ObjectInfo
+from cas.validate import check_bucket, split_name
+from serve import signing
+from serve.access import check_bucket_read, hidden
+from serve.conditional import Slice, check_preconditions, choose_slice, content_disposition, http_date
+from serve.errors import HttpError, bad_request, not_found
+from serve.service import Service
+
+SMALL_BODY = 256 * 1024  # read at once on the event loop (from the page cache: microseconds)
+CHUNK = 1024 * 1024
+SEND_TIMEOUT = 60.0  # seconds a client may take to accept one chunk before it is dropped
+IMMUTABLE = "max-age=31536000, immutable"
+YEAR = 31536000
+
+
+def object_id_of(text: str) -> str:
+    try:
+        return parse_object_id(text)
+    except BadInput:
+        raise bad_request("id_invalid", f"not an object id: {text[:80]!r}") from None
+
+
+def bucket_and_name(bucket: str, name: str) -> tuple[str, str]:
+    try:
+        check_bucket(bucket)
+        split_name(name)
+    except BadInput as error:
+        raise bad_request("name_invalid", str(error)) from None
+    return bucket, name
+
+
+async def by_id(request: Request) -> Response:
+    service: Service = request.app.state.service
+    object_id = object_id_of(request.path_params["id"])
+    query = request.query_params
+    if "signature" in query or "expires" in query:
+        signing.check(service.secret, object_id, query.get("expires", ""), query.get("signature", ""), time.time())
+        info = await service.live(object_id)
+        if info is None:
+            raise not_found()
+        remaining = max(0, min(YEAR, int(query["expires"]) - int(time.time())))
+        return blob_response(request, service, info, f"private, max-age={remaining}")
+    caller = await service.caller(request)
+    info = await service.live(object_id)
+    if info is None or not caller.may_read(service.config, info.bucket):
+        raise hidden(caller)
+    public = service.config.bucket(info.bucket).public
+    return blob_response(request, service, info, f"public, {IMMUTABLE}" if public else "private, no-cache")
+
+
+async def by_name(request: Request) -> Response:
+    service: Service = request.app.state.service
+    if request.path_params["bucket"] == "by-id":  # /assets/by-id/a%2Fb: an id with a '/', not a name
+        raise bad_request("id_invalid", f"not an object id: {request.path_params['name'][:80]!r}")
+    bucket, name = bucket_and_name(request.path_params["bucket"], request.path_params["name"])
+    caller = await service.caller(request)
+    check_bucket_read(caller, service.config, bucket)
+    info = await service.named(bucket, name)
+    if info is None:
+        raise not_found(f"nothing is named {bucket}/{name}")
+    public = service.config.bucket(bucket).public
+    return blob_response(request, service, info, "public, no-cache" if public else "private, no-cache")
+
+
+def blob_response(request: Request, service: Service, info: ObjectInfo, cache: str) -> Response:
+    etag = f'"{info.hash}"'
+    headers = {"ETag": etag, "Last-Modified": http_date(info.created_at), "Cache-Control": cache,
+               "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    decided = check_preconditions(request.headers, etag, info.created_at, request.method)
+    if decided == 304:
+        return Response(status_code=304, headers=headers)
+    if decided == 412:
+        raise HttpError(412, "precondition_failed", "the object does not match If-Match / If-Unmodified-Since")
+    part = choose_slice(request.headers, info.size, etag, info.created_at)  # 416 raised here, in either mode
+    headers["Content-Disposition"] = content_disposition(info.filename, request.query_params.get("download") == "1")
+    # a stored type with a control character (allowed after ';') must not reach a header
+    plain = all(" " <= char <= "~" for char in info.content_type)
+    headers["Content-Type"] = info.content_type if plain else "application/octet-stream"
+    accel = service.config.serve.accel_redirect
+    blob = service.store.tree.blob_path(info.hash)
+    if accel is not None:  # nginx sends the file, answers the range and adds Accept-Ranges
+        del headers["Accept-Ranges"]
+        headers["X-Accel-Redirect"] = accel + str(blob.relative_to(service.store.tree.blobs))
+        return Response(status_code=200, headers=headers)
+    if part.partial:
+        headers["Content-Range"] = f"bytes {part.start}-{part.start + part.length - 1}/{info.size}"
+    try:
+        fd = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise HttpError(500, "content_missing", f"the content of {info.id} is missing from the store; run 'assetfs fsck'")
+    return BlobResponse(fd, part, headers, request.method == "HEAD", service)
+
+
+class BlobResponse(Response):
+    """A slice of an open blob file; the file is closed when the body has been sent."""
+
+    def __init__(self, fd: int, part: Slice, headers: dict[str, str], head: bool, service: Service) -> None:
+        super().__init__(status_code=206 if part.partial else 200, headers=headers)
+        self.headers["content-length"] = str(part.length)
+        self.fd, self.part, self.head, self.service = fd, part, head, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self.head or self.part.length == 0:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if self.part.length <= SMALL_BODY:
+                await send({"type": "http.response.body", "body": os.pread(self.fd, self.part.length, self.part.start)})
+                return
+            loop = asyncio.get_running_loop()
+            offset, end = self.part.start, self.part.start + self.part.length
+            while offset < end:
+                count = min(CHUNK, end - offset)
+                data = await loop.run_in_executor(self.service.read_pool, os.pread, self.fd, count, offset)
+                if not data:
+                    raise OSError(f"blob file shorter than its catalog size at offset {offset}")
+                offset += len(data)
+                await asyncio.wait_for(send({"type": "http.response.body", "body": data, "more_body": offset < end}),
+                                       SEND_TIMEOUT)
+        finally:
+            os.close(self.fd)

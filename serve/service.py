@@ -1,0 +1,106 @@
+"""What every request handler shares: the open store, its worker threads and the secret.
+
+The store's API is synchronous, so catalog calls run in a small pool of threads (a slow
+query then holds one thread, never the event loop). Uploads, which hold a thread while
+their body streams in, and large bodies read from blob files have pools of their own, so
+neither starves the catalog lookups every request makes.
+"""
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from cas import tokens
+from cas.errors import NotFound
+from cas.model import ObjectInfo
+from cas.store import Store
+from casgc.recheck import recheck
+from serve import signing
+from serve.access import ANONYMOUS, Caller, bearer, rejected_token
+
+log = logging.getLogger("assetfs.serve")
+T = TypeVar("T")
+CATALOG_THREADS = 16
+UPLOAD_THREADS = 32
+READ_THREADS = 8
+
+
+class Service:
+    def __init__(self, store_root: Path) -> None:
+        self.store = Store.open(store_root)
+        self.config = self.store.config
+        self.secret = signing.load_secret(self.store.root)
+        self.catalog_pool = ThreadPoolExecutor(CATALOG_THREADS, thread_name_prefix="assetfs-catalog")
+        self.upload_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="assetfs-upload")
+        self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="assetfs-read")  # large bodies
+        self.uploads_in_flight = 0
+        self.store.catalog.on_released = self._names_let_go
+
+    def _names_let_go(self, object_ids: set[str]) -> None:
+        """An upload took over the last name of these objects: their reference check runs now,
+        in a catalog thread, not in the request (docs/concurrency.md, "A name let go")."""
+        self.catalog_pool.submit(_recheck, self.store, object_ids)
+
+    def close(self) -> None:
+        """At shutdown, after uvicorn's grace for requests in flight. An upload still running
+        waits on this event loop for its body, so its pool is not waited for (its thread gives
+        up within serve.body's pull timeout; its staged copy is removed)."""
+        self.upload_pool.shutdown(wait=False, cancel_futures=True)
+        self.catalog_pool.shutdown(wait=True, cancel_futures=True)
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    async def call(self, work: Callable[..., T], *args: object) -> T:
+        """Run a store call in a catalog thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.catalog_pool, functools.partial(work, *args))
+
+    async def caller(self, request: Request) -> Caller:
+        """The request's credentials: 403 for a malformed or rejected token (checked before
+        any catalog access when malformed)."""
+        presented = bearer(request.headers.get("authorization"))
+        if presented is None:
+            return ANONYMOUS
+        token = await self.call(tokens.verify, self.store.catalog, presented)
+        if token is None:
+            raise rejected_token()
+        return Caller(token)
+
+    async def live(self, object_id: str, with_names: bool = False) -> ObjectInfo | None:
+        """A live, unexpired object (the id already validated); None otherwise. Without its
+        names unless asked: serving bytes needs only the object's row (one query)."""
+        if with_names:
+            try:
+                info = await self.call(self.store.get, object_id)
+            except NotFound:
+                return None
+        else:
+            row = await self.call(self.store.catalog.run, lambda tx: tx.one(
+                "select * from objects where id = :id and deleted_at is null", {"id": object_id}), False)
+            info = None if row is None else ObjectInfo.from_row(row)
+        return None if info is None or _expired(info) else info
+
+    async def named(self, bucket: str, name: str) -> ObjectInfo | None:
+        try:
+            info = await self.call(self.store.find, bucket, name)
+        except NotFound:
+            return None
+        return None if _expired(info) else info
+
+
+def _expired(info: ObjectInfo) -> bool:
+    """Past its expiry but not collected yet: served as gone (docs/http.md)."""
+    return info.expires_at is not None and info.expires_at <= time.time()
+
+
+def _recheck(store: Store, object_ids: set[str]) -> None:
+    try:
+        recheck(store, object_ids)
+    except Exception:
+        log.exception("checking %d objects that lost their last name failed; the collector will", len(object_ids))
