@@ -10,6 +10,7 @@ that names the key, so a typo never silently falls back to a default.
     min_age = "1h"             # touched objects younger than this are not checked yet
     batch_size = 500
     interval = "10m"
+    rule_timeout = "2s"        # a bucket rule that takes longer fails: its bucket is skipped
 
     [bucket_defaults]          # settings of every bucket not listed under [buckets]
     dedupe = true
@@ -47,6 +48,7 @@ class GcConfig:
     min_age: float = 3600.0
     batch_size: int = 500
     interval: float = 600.0
+    rule_timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ def _duration(value: Any, where: str) -> float:
     return parse_duration(value, what=f"{CONFIG_NAME}: {where}")
 
 
+def _positive_duration(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if seconds <= 0:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be longer than 0s, got {value!r}")
+    return seconds
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadInput(f"{CONFIG_NAME}: {where} must be a non-empty string, got {value!r}")
@@ -105,7 +114,7 @@ def _table(raw: Any, where: str, keys: dict[str, Callable[[Any, str], Any]]) -> 
 
 
 _BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules}
-_GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration}
+_GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration, "rule_timeout": _positive_duration}
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -155,7 +164,7 @@ def render_config(database_url: str | None) -> str:
         "# assetfs store configuration; see the README for every key.\n"
         + url_line
         + 'orphan_grace = "1h"\n\n'
-        + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\n\n'
+        + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\nrule_timeout = "2s"\n\n'
         + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
         + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"
     )

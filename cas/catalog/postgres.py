@@ -15,7 +15,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 
-from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
 from cas.errors import StoreError
 
@@ -48,6 +48,25 @@ class PostgresTransaction(Transaction):
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return self.connection.execute(translate(sql), params or {}).fetchall()
 
+    def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
+        # Going read-only is allowed at any point of a transaction; SET LOCAL inside the
+        # savepoint ends with it, so the rollback below makes the transaction writable again.
+        self.connection.execute("savepoint assetfs_guarded")
+        try:
+            self.connection.execute("set local transaction_read_only = on")
+            self.connection.execute(f"set local statement_timeout = {max(1, round(timeout * 1000))}")
+            row = self.connection.execute(translate(sql), params).fetchone()
+        except psycopg.Error as error:
+            if isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)):
+                raise  # the whole transaction is retried (Catalog.run)
+            self.connection.execute("rollback to savepoint assetfs_guarded")
+            self.connection.execute("release savepoint assetfs_guarded")
+            timed_out = isinstance(error, psycopg.errors.QueryCanceled)
+            raise RuleError(first_line(error), timed_out=timed_out) from None
+        self.connection.execute("rollback to savepoint assetfs_guarded")
+        self.connection.execute("release savepoint assetfs_guarded")
+        return row
+
     def lock_blob(self, hash_hex: str) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (blob_lock_key(hash_hex),))
 
@@ -77,7 +96,7 @@ class PostgresCatalog(Catalog):
             )
             self.pool.open(wait=True, timeout=15)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-            raise StoreError(f"cannot connect to the catalog database {self.describe()}: {_first_line(error)}") from None
+            raise StoreError(f"cannot connect to the catalog database {self.describe()}: {first_line(error)}") from None
         migrate(self)
 
     @contextmanager
@@ -109,6 +128,3 @@ class PostgresCatalog(Catalog):
         host = info.get("host", "localhost")
         return f"postgresql://{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

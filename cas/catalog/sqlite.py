@@ -10,17 +10,19 @@ their turn (`WriteQueue`) rather than in SQLite's sleeping busy handler.
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
 from cas.catalog.writequeue import Turn, WriteQueue
 from cas.errors import StoreError
 
 BUSY_TIMEOUT_MS = 60_000
+PROGRESS_STEPS = 1000  # virtual-machine steps between two looks at a guarded query's deadline
 CHECKPOINT_ROWS = 1000  # rows a background connection changes between two of its checkpoints
 TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
 
@@ -38,6 +40,28 @@ class SqliteTransaction(Transaction):
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return self.connection.execute(sql, params or {}).fetchall()
+
+    def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
+        # query_only refuses any write; the progress handler, called every PROGRESS_STEPS
+        # virtual-machine steps, interrupts the query once the deadline has passed.
+        connection = self.connection
+        deadline = time.monotonic() + timeout
+        connection.execute("savepoint assetfs_guarded")
+        connection.execute("pragma query_only = on")
+        connection.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+        try:
+            cursor = connection.execute(sql, params)
+            row = cursor.fetchone()
+            cursor.close()
+        except sqlite3.Error as error:
+            timed_out = getattr(error, "sqlite_errorcode", 0) == sqlite3.SQLITE_INTERRUPT
+            raise RuleError(first_line(error), timed_out=timed_out) from None
+        finally:
+            connection.set_progress_handler(None, 0)
+            connection.execute("pragma query_only = off")
+            connection.execute("rollback to savepoint assetfs_guarded")
+            connection.execute("release savepoint assetfs_guarded")
+        return row
 
     def lock_blob(self, hash_hex: str) -> None:
         if not self.connection.in_transaction:
