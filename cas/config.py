@@ -5,6 +5,7 @@ that names the key, so a typo never silently falls back to a default.
 
     database_url = "postgresql://user:pass@host/db"   # optional; SQLite in the store if absent
     orphan_grace = "1h"        # files with no catalog row younger than this are left alone
+    write_lock_timeout = "30s" # SQLite: a writer waits this long at most for the write lock
 
     [gc]
     min_age = "1h"             # touched objects younger than this are not checked yet
@@ -55,6 +56,7 @@ class GcConfig:
 class Config:
     database_url: str | None = None
     orphan_grace: float = 3600.0
+    write_lock_timeout: float = 30.0
     gc: GcConfig = field(default_factory=GcConfig)
     bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
     buckets: dict[str, BucketConfig] = field(default_factory=dict)
@@ -121,6 +123,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     top_keys: dict[str, Callable[[Any, str], Any]] = {
         "database_url": _text,
         "orphan_grace": _duration,
+        "write_lock_timeout": _positive_duration,
         "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
         "buckets": lambda value, where: value,
@@ -163,7 +166,7 @@ def render_config(database_url: str | None) -> str:
     return (
         "# assetfs store configuration; see the README for every key.\n"
         + url_line
-        + 'orphan_grace = "1h"\n\n'
+        + 'orphan_grace = "1h"\nwrite_lock_timeout = "30s"\n\n'
         + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\nrule_timeout = "2s"\n\n'
         + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
         + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from cas import ahead, names
+from cas import ahead, names, privacy
 from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -110,12 +110,15 @@ class Store:
         if not (tree.blobs.is_dir() and tree.objects.is_dir()):
             raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
         tree.tmp.mkdir(exist_ok=True)
-        return cls(root, config, open_catalog(root, config.database_url))
+        return cls(root, config, open_catalog(root, config.database_url, config.write_lock_timeout))
 
     @classmethod
-    def init(cls, root: str | Path, database_url: str | None = None) -> tuple["Store", bool]:
-        """Create a store at `root`, or open the one there. Returns (store, created)."""
+    def init(cls, root: str | Path, database_url: str | None = None, group: str | None = None) -> tuple["Store", bool]:
+        """Create a store at `root`, or open the one there. Returns (store, created).
+
+        The new store is its owner's alone, or also readable by `group` (cas/privacy.py)."""
         root = Path(root).absolute()
+        gid = None if group is None else privacy.group_id(group)
         if (root / CONFIG_NAME).exists():
             store = cls.open(root)
             if database_url and store.config.database_url != database_url:
@@ -128,9 +131,16 @@ class Store:
             raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
         try:
             root.mkdir(parents=True, exist_ok=True)
+            privacy.make_root(root, gid)
+            files, folders = privacy.file_mode(root), privacy.dir_mode(root)
+            if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
+                privacy.create_file(root / "catalog.db", files)
             catalog = open_catalog(root, database_url)
-            BlobTree(root).create_dirs()
-            (root / CONFIG_NAME).write_text(render_config(database_url))
+            tree = BlobTree(root)
+            tree.create_dirs()
+            for folder in (tree.blobs, tree.objects, tree.tmp):
+                os.chmod(folder, folders)
+            privacy.create_file(root / CONFIG_NAME, files, render_config(database_url).encode())
         except OSError as error:
             raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
         return cls(root, load_config(root), catalog), True

@@ -5,6 +5,7 @@ keyed by the blob's hash (docs/concurrency.md): unlike a row lock it also exists
 that has no row yet, which is exactly the case of a first upload racing a sweep or fsck.
 """
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,9 +18,10 @@ from psycopg.types.string import TextLoader
 
 from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
-from cas.errors import StoreError
+from cas.errors import CatalogError
 
 TYPES = {"uuid": "uuid", "serial_pk": "bigint generated always as identity primary key", "float": "double precision"}
+CONNECT_TIMEOUT = 5  # seconds
 SCHEMA_LOCK_KEY = 0x61737365746673  # "assetfs"
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
@@ -78,6 +80,19 @@ class PostgresTransaction(Transaction):
         self.connection.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
 
 
+def _connect_options(url: str) -> dict[str, Any]:
+    """autocommit (transactions are explicit), and CONNECT_TIMEOUT unless the URL or
+    PGCONNECT_TIMEOUT sets one: a server that does not answer is reported in seconds."""
+    options: dict[str, Any] = {"autocommit": True}
+    try:
+        given = "connect_timeout" in psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = False  # psycopg.connect reports the bad URL
+    if not given and "PGCONNECT_TIMEOUT" not in os.environ:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    return options
+
+
 def _configure(connection: psycopg.Connection) -> None:
     connection.row_factory = dict_row
     connection.adapters.register_loader("uuid", TextLoader)  # ids are str everywhere in assetfs
@@ -89,14 +104,18 @@ class PostgresCatalog(Catalog):
 
     def __init__(self, url: str, max_connections: int = 8) -> None:
         self.url = url
+        kwargs = _connect_options(url)
         try:
+            # One connection first: the pool would retry a refused one in the background and
+            # report only that it timed out; this says why (a wrong password, no server).
+            psycopg.connect(url, **kwargs).close()
             self.pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=max_connections, open=False, configure=_configure,
-                kwargs={"autocommit": True}, timeout=30,
+                kwargs=kwargs, timeout=30,
             )
             self.pool.open(wait=True, timeout=15)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-            raise StoreError(f"cannot connect to the catalog database {self.describe()}: {first_line(error)}") from None
+        except psycopg.Error as error:  # psycopg_pool.PoolTimeout is one
+            raise CatalogError(f"cannot connect to the catalog database {self.describe()}: {first_line(error)}") from None
         migrate(self)
 
     @contextmanager

@@ -18,10 +18,9 @@ from typing import Any
 
 from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
-from cas.catalog.writequeue import Turn, WriteQueue
+from cas.catalog.writequeue import DEFAULT_TIMEOUT, Turn, WriteQueue
 from cas.errors import StoreError
 
-BUSY_TIMEOUT_MS = 60_000
 PROGRESS_STEPS = 1000  # virtual-machine steps between two looks at a guarded query's deadline
 CHECKPOINT_ROWS = 1000  # rows a background connection changes between two of its checkpoints
 TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
@@ -83,9 +82,10 @@ class SqliteCatalog(Catalog):
     dialect = "sqlite"
     types = TYPES
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = path
-        self.writes = WriteQueue(path)
+        self.writes = WriteQueue(path, write_lock_timeout)
+        self._busy_timeout_ms = max(1, round(write_lock_timeout * 1000))  # writers outside the queue (sqlite3 shell)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -97,9 +97,10 @@ class SqliteCatalog(Catalog):
         name = "background" if background else "connection"
         connection = getattr(self._local, name, None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                         timeout=self._busy_timeout_ms / 1000)
             connection.row_factory = _dict_row
-            connection.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
             connection.execute("pragma journal_mode = wal")
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")
