@@ -6,6 +6,7 @@ that names the key, so a typo never silently falls back to a default.
     database_url = "postgresql://user:pass@host/db"   # optional; SQLite in the store if absent
     orphan_grace = "1h"        # files with no catalog row younger than this are left alone
     write_lock_timeout = "30s" # SQLite: a writer waits this long at most for the write lock
+    disk_reserve = "8MiB"      # SQLite: room kept for the catalog on a full disk ("0" for none)
 
     [gc]
     min_age = "1h"             # touched objects younger than this are not checked yet
@@ -23,6 +24,7 @@ that names the key, so a typo never silently falls back to a default.
     rules = ["select 1 from profile where photo_id = :id"]
 """
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +37,9 @@ from cas.validate import check_bucket
 
 CONFIG_NAME = "assetfs.toml"
 DAY = 86400.0
+MIB = 1024 * 1024
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Config:
     database_url: str | None = None
     orphan_grace: float = 3600.0
     write_lock_timeout: float = 30.0
+    disk_reserve: int = 8 * MIB
     gc: GcConfig = field(default_factory=GcConfig)
     bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
     buckets: dict[str, BucketConfig] = field(default_factory=dict)
@@ -86,6 +92,13 @@ def _positive_duration(value: Any, where: str) -> float:
     if seconds <= 0:
         raise BadInput(f"{CONFIG_NAME}: {where} must be longer than 0s, got {value!r}")
     return seconds
+
+
+def _size(value: Any, where: str) -> int:
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a size such as '8MiB', '512KiB' or '0', got {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
 def _text(value: Any, where: str) -> str:
@@ -124,6 +137,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         "database_url": _text,
         "orphan_grace": _duration,
         "write_lock_timeout": _positive_duration,
+        "disk_reserve": _size,
         "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
         "buckets": lambda value, where: value,
@@ -166,7 +180,9 @@ def render_config(database_url: str | None) -> str:
     return (
         "# assetfs store configuration; see the README for every key.\n"
         + url_line
-        + 'orphan_grace = "1h"\nwrite_lock_timeout = "30s"\n\n'
+        + 'orphan_grace = "1h"\nwrite_lock_timeout = "30s"\n'
+        + ('' if database_url else 'disk_reserve = "8MiB"\n')
+        + '\n'
         + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\nrule_timeout = "2s"\n\n'
         + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
         + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from cas import ahead, names, privacy
+from cas import ahead, names, privacy, reserve
 from cas.blobtree import BlobTree, KnownContent, PendingSync, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -29,7 +29,7 @@ from cas.model import ObjectInfo, PutResult
 from cas.validate import check_bucket, check_content_type, check_expiry, check_filename, check_metadata, split_name
 
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm",
-               "catalog.db-writer", "catalog.db-waiting")
+               "catalog.db-writer", "catalog.db-waiting", reserve.RESERVE_NAME)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
 KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more
@@ -109,6 +109,8 @@ class Store:
         tree = BlobTree(root)
         if not (tree.blobs.is_dir() and tree.objects.is_dir()):
             raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
+        if config.database_url is None:  # on a full disk, SQLite needs room even to read
+            reserve.release_if_low(root, config.disk_reserve)
         tree.tmp.mkdir(exist_ok=True)
         return cls(root, config, open_catalog(root, config.database_url, config.write_lock_timeout))
 
@@ -143,10 +145,17 @@ class Store:
             privacy.create_file(root / CONFIG_NAME, files, render_config(database_url).encode())
         except OSError as error:
             raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
-        return cls(root, load_config(root), catalog), True
+        store = cls(root, load_config(root), catalog)
+        store._keep_reserve()
+        return store, True
 
     def close(self) -> None:
         self.catalog.close()
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        if self.config.database_url is None:
+            reserve.keep(self.root, self.config.disk_reserve)
 
     def __enter__(self) -> "Store":
         return self
