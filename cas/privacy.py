@@ -40,6 +40,12 @@ def make_root(root: Path, gid: int | None) -> None:
         raise BadInput(f"cannot give {root} to group {gid}: this user is not a member of it") from None
 
 
+def shared_with(root: Path, gid: int) -> bool:
+    """Whether the store's top folder lets group `gid` read it."""
+    info = os.stat(root)
+    return info.st_gid == gid and bool(info.st_mode & stat.S_IRGRP)
+
+
 def file_mode(root: Path) -> int:
     """The mode of the store's own files: readable by the group only when the top folder is."""
     return GROUP_FILE if os.stat(root).st_mode & stat.S_IRGRP else PRIVATE_FILE

@@ -126,6 +126,9 @@ class Store:
             if database_url and store.config.database_url != database_url:
                 store.close()
                 raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
+            if gid is not None and not privacy.shared_with(root, gid):
+                store.close()
+                raise BadInput(f"{root} is already a store, not shared with group {group}; see docs/security.md")
             return store, False
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root} exists and is not a folder")

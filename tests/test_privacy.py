@@ -11,6 +11,7 @@ strangers out.
 import fcntl
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -71,9 +72,11 @@ def test_a_new_store_is_its_owners_alone(open_folder: Path, database_url: str | 
     files = ["assetfs.toml"] + ([] if database_url else ["catalog.db", "catalog.db-writer", "catalog.db-waiting"])
     for name in files:
         assert mode(root / name) == 0o600, name
-    for name in ("catalog.db-wal", "catalog.db-shm"):
-        if (root / name).exists():
-            assert mode(root / name) == 0o600, name
+    if not database_url:
+        with Store.open(root) as store:  # SQLite's own files exist while the catalog is open
+            assert len(list(store.list())) == 1
+            for name in ("catalog.db-wal", "catalog.db-shm"):
+                assert mode(root / name) == 0o600, name
     for name in ["", *files]:
         assert as_nobody("cat", str(root / name)).returncode != 0, name
     assert as_nobody("ls", str(root)).returncode != 0
@@ -93,6 +96,9 @@ def test_a_store_shared_with_a_group(open_folder: Path, database_url: str | None
     assert member.returncode == 0 and member.stdout == b"shared content"
     assert as_nobody("cat", str(alias)).returncode != 0  # not a member
     assert as_nobody("cat", str(root / "assetfs.toml")).returncode != 0
+    init(root, database_url, "--group", str(FREE_GID))  # idempotent
+    refused = run_cli(root, "init", "--group", "0", check=2)
+    assert "not shared with group 0" in refused.stderr.decode()
 
 
 def test_an_unknown_group_is_refused(tmp_path: Path) -> None:
@@ -154,7 +160,8 @@ def held_write_lock(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "store"
     Store.init(root)[0].close()
     configure(root, 'write_lock_timeout = "1s"\n')
-    holder = subprocess.Popen(["flock", "-x", str(root / "catalog.db-writer"), "sleep", "300"])
+    # its own session, so that the kill below reaches the sleep that inherits the lock
+    holder = subprocess.Popen(["flock", "-x", str(root / "catalog.db-writer"), "sleep", "300"], start_new_session=True)
     try:
         fd = os.open(root / "catalog.db-writer", os.O_RDONLY)
         try:
@@ -169,7 +176,7 @@ def held_write_lock(tmp_path: Path) -> Iterator[Path]:
             os.close(fd)
         yield root
     finally:
-        holder.kill()
+        os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
 
 
