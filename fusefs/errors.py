@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from cas import names
-from cas.errors import BadInput, NotFound, StoreError
+from cas.errors import BadInput, Busy, NotFound, StoreError
 
 log = logging.getLogger("assetfs.mount")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -43,6 +43,8 @@ def to_fuse_error(error: BaseException) -> pyfuse3.FUSEError | None:
         return pyfuse3.FUSEError(errno.EINVAL)
     if isinstance(error, OSError) and error.errno:
         return pyfuse3.FUSEError(error.errno)
+    if isinstance(error, Busy):  # the catalog's write lock stayed taken (docs/security.md)
+        return pyfuse3.FUSEError(errno.EBUSY)
     if isinstance(error, StoreError) and "disk is full" in str(error):
         return pyfuse3.FUSEError(errno.ENOSPC)
     return None

@@ -8,6 +8,7 @@ user may enter, as a store in a home folder or /srv would: only the store's own 
 strangers out.
 """
 
+import errno
 import fcntl
 import os
 import shutil
@@ -17,10 +18,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+
+import mounting
 
 from cas.config import load_config
 from cas.store import Store
@@ -154,12 +158,9 @@ def test_the_lock_files_cannot_be_opened_by_others(open_folder: Path) -> None:
         assert as_nobody("flock", "-n", "-x", str(root / name), "true").returncode != 0
 
 
-@pytest.fixture
-def held_write_lock(tmp_path: Path) -> Iterator[Path]:
-    """A SQLite store whose writer lock another process holds (flock -x) until the end."""
-    root = tmp_path / "store"
-    Store.init(root)[0].close()
-    configure(root, 'write_lock_timeout = "1s"\n')
+@contextmanager
+def write_lock_held(root: Path) -> Iterator[None]:
+    """Another process holds the store's writer lock (flock -x) for the body."""
     # its own session, so that the kill below reaches the sleep that inherits the lock
     holder = subprocess.Popen(["flock", "-x", str(root / "catalog.db-writer"), "sleep", "300"], start_new_session=True)
     try:
@@ -174,10 +175,20 @@ def held_write_lock(tmp_path: Path) -> Iterator[Path]:
                     break
         finally:
             os.close(fd)
-        yield root
+        yield
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+@pytest.fixture
+def held_write_lock(tmp_path: Path) -> Iterator[Path]:
+    """A SQLite store whose writer lock another process holds until the end."""
+    root = tmp_path / "store"
+    Store.init(root)[0].close()
+    configure(root, 'write_lock_timeout = "1s"\n')
+    with write_lock_held(root):
+        yield root
 
 
 def test_a_writer_gives_up_waiting_for_the_write_lock(held_write_lock: Path) -> None:
@@ -189,3 +200,20 @@ def test_a_writer_gives_up_waiting_for_the_write_lock(held_write_lock: Path) -> 
     assert listed.stdout == b""
     with Store.open(root) as store:
         assert count(store, "objects") == 0
+
+
+def test_the_mount_answers_ebusy_while_the_write_lock_is_held(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    Store.init(root)[0].close()
+    configure(root, 'write_lock_timeout = "1s"\n')
+    mount = mounting.start_mount(root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        (mount.path / "photos").mkdir()
+        with write_lock_held(root):
+            with pytest.raises(OSError) as failure:
+                (mount.path / "photos" / "later").mkdir()
+            assert failure.value.errno == errno.EBUSY
+        (mount.path / "photos" / "later").mkdir()
+    finally:
+        code = mounting.stop_mount(mount)
+    mounting.check_after_unmount(mount, code)
