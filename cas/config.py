@@ -175,7 +175,8 @@ def load_config(store_root: Path) -> Config:
 def render_config(database_url: str | None) -> str:
     """The text `assetfs init` writes: the defaults, spelled out, so operators can edit them."""
     url_line = f"database_url = {_toml_string(database_url)}\n" if database_url else (
-        "# database_url = \"postgresql://user:password@host/dbname\"   # default: SQLite in this store\n"
+        "# database_url = \"postgresql://user@host/dbname\"   # default: SQLite in this store;\n"
+        "#   the password from PGPASSWORD or PGPASSFILE (docs/security.md)\n"
     )
     return (
         "# assetfs store configuration; see the README for every key.\n"
