@@ -10,7 +10,7 @@ answer within `[gc] rule_timeout`) makes its whole bucket skipped for the rest o
 an object is never collected because its rules could not say. Each rule runs read-only, with
 a deadline, inside a savepoint (`Transaction.guarded_one`): it cannot change the catalog,
 and on SQLite it holds the write lock the pass's batch holds for at most that long
-(docs/concurrency.md, "Rules").
+(docs/security.md, "Bucket rules cannot write, and end").
 """
 
 import logging

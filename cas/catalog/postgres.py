@@ -23,6 +23,7 @@ from cas.errors import CatalogError
 TYPES = {"uuid": "uuid", "serial_pk": "bigint generated always as identity primary key", "float": "double precision"}
 CONNECT_TIMEOUT = 5  # seconds
 SCHEMA_LOCK_KEY = 0x61737365746673  # "assetfs"
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -59,7 +60,7 @@ class PostgresTransaction(Transaction):
             self.connection.execute(f"set local statement_timeout = {max(1, round(timeout * 1000))}")
             row = self.connection.execute(translate(sql), params).fetchone()
         except psycopg.Error as error:
-            if isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)):
+            if isinstance(error, _RETRYABLE):
                 raise  # the whole transaction is retried (Catalog.run)
             self.connection.execute("rollback to savepoint assetfs_guarded")
             self.connection.execute("release savepoint assetfs_guarded")
@@ -134,7 +135,7 @@ class PostgresCatalog(Catalog):
             tx.value("select txid_current()")
 
     def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+        return isinstance(error, _RETRYABLE)
 
     def close(self) -> None:
         self.pool.close()
