@@ -17,9 +17,8 @@ flock locks belong to an open file description, not to a process: every turn ope
 anew, so threads of one process queue like processes. A crashed writer's locks go with it.
 
 No writer waits without limit: a turn not had within the queue's `timeout` (the store's
-`write_lock_timeout`) raises `Busy`. flock(2) has no timeout (and a blocking one cannot be
-interrupted in a thread other than the main one), so a writer that finds a lock taken tries
-again without blocking (`WriteQueue._lock`), at first every 50 µs. The lock files are the
+`write_lock_timeout`) raises `Busy`; how a wait for flock(2), which has no timeout, is ended
+is in cas/catalog/flockwait.py. The lock files are the
 owner's alone (0600): another user who could open them could stop every writer.
 """
 
@@ -31,12 +30,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cas.catalog.flockwait import lock_until
 from cas.durations import format_duration
 from cas.errors import Busy
 
 YIELD_LIMIT = 0.005  # seconds a background writer lets waiting writers go first before queuing anyway
 _POLL = 0.0005  # how often a yielding background writer looks again
-_WAIT_STEP = 0.00005  # a waiting writer tries the lock again after at least this
 LOCK_FILE_MODE = 0o600
 DEFAULT_TIMEOUT = 30.0
 
@@ -94,20 +93,9 @@ class WriteQueue:
             os.close(waiting)
 
     def _lock(self, fd: int, operation: int, deadline: float) -> None:
-        """flock without blocking, again and again: `_WAIT_STEP` apart at first, later a tenth
-        of the time waited so far (so a wait ends at most about 10% after the lock is free)."""
-        started = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(fd, operation | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
-            now = time.monotonic()
-            if now >= deadline:
-                raise Busy(f"the catalog's write lock ({self.writer_path.name}) was not free within "
-                           f"{format_duration(self.timeout)} (write_lock_timeout); nothing was changed, try again")
-            time.sleep(min(max(_WAIT_STEP, (now - started) / 10), deadline - now))
+        if not lock_until(fd, operation, deadline):
+            raise Busy(f"the catalog's write lock ({self.writer_path.name}) was not free within "
+                       f"{format_duration(self.timeout)} (write_lock_timeout); nothing was changed, try again")
 
     @staticmethod
     def _let_waiting_writers_go(waiting: int) -> None:
