@@ -19,7 +19,9 @@ import click
 
 from cas import names, progress
 from cas.durations import parse_duration
-from cas.errors import AssetfsError, BadInput, NotFound
+from cas.catalog import is_database_error
+from cas.catalog.base import first_line
+from cas.errors import AssetfsError, BadInput, CatalogError, NotFound
 from cas.faults import crash_point
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo, PutResult, iso_time
@@ -50,11 +52,13 @@ def cli(ctx: click.Context, store_path: str) -> None:
 
 
 @cli.command()
-@click.option("--database-url", help="Keep the catalog in PostgreSQL instead of SQLite in the store.")
+@click.option("--database-url", help="Keep the catalog in PostgreSQL instead of SQLite in the store "
+              "(its password may come from PGPASSWORD or PGPASSFILE instead).")
+@click.option("--group", help="Let this group read the store (default: its owner alone).")
 @pass_context
-def init(context: Context, database_url: str | None) -> None:
+def init(context: Context, database_url: str | None, group: str | None) -> None:
     """Create a store (does nothing if one is there already)."""
-    store, created = Store.init(context.store_path, database_url=database_url)
+    store, created = Store.init(context.store_path, database_url=database_url, group=group)
     with store:
         what = "created" if created else "already a store:"
         click.echo(f"{what} {store.root} (catalog: {store.catalog.describe()})")
@@ -447,6 +451,9 @@ def main() -> None:
     except Exception as error:  # the last line of defence: one line, not a traceback
         if os.environ.get("ASSETFS_DEBUG") == "1":
             raise
+        if is_database_error(error):
+            click.echo(f"assetfs: catalog database error: {first_line(error)}", err=True)
+            raise SystemExit(CatalogError.exit_code)
         click.echo(f"assetfs: unexpected error: {type(error).__name__}: {error} (ASSETFS_DEBUG=1 shows the traceback)",
                    err=True)
         raise SystemExit(1)

@@ -5,11 +5,14 @@ that names the key, so a typo never silently falls back to a default.
 
     database_url = "postgresql://user:pass@host/db"   # optional; SQLite in the store if absent
     orphan_grace = "1h"        # files with no catalog row younger than this are left alone
+    write_lock_timeout = "30s" # SQLite: a writer waits this long at most for the write lock
+    disk_reserve = "8MiB"      # SQLite: room kept for the catalog on a full disk ("0" for none)
 
     [gc]
     min_age = "1h"             # touched objects younger than this are not checked yet
     batch_size = 500
     interval = "10m"
+    rule_timeout = "2s"        # a bucket rule that takes longer fails: its bucket is skipped
 
     [storage]
     syncfs = "auto"            # flush many files with one syncfs: "yes", "no" (fsync each), or
@@ -32,6 +35,7 @@ that names the key, so a typo never silently falls back to a default.
     base_url = "https://assets.example.org"   # what `assetfs url` and the API's links start with
 """
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +50,9 @@ from cas.validate import check_bucket
 
 CONFIG_NAME = "assetfs.toml"
 DAY = 86400.0
+MIB = 1024 * 1024
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class GcConfig:
     min_age: float = 3600.0
     batch_size: int = 500
     interval: float = 600.0
+    rule_timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class StorageConfig:
 class Config:
     database_url: str | None = None
     orphan_grace: float = 3600.0
+    write_lock_timeout: float = 30.0
+    disk_reserve: int = 8 * MIB
     gc: GcConfig = field(default_factory=GcConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     bucket_defaults: BucketConfig = field(default_factory=BucketConfig)
@@ -107,6 +117,20 @@ def _positive_int(value: Any, where: str) -> int:
 
 def _duration(value: Any, where: str) -> float:
     return parse_duration(value, what=f"{CONFIG_NAME}: {where}")
+
+
+def _positive_duration(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if seconds <= 0:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be longer than 0s, got {value!r}")
+    return seconds
+
+
+def _size(value: Any, where: str) -> int:
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a size such as '8MiB', '512KiB' or '0', got {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
 def _text(value: Any, where: str) -> str:
@@ -158,7 +182,8 @@ def _prefix(value: Any, where: str) -> str:
     if not text.startswith("/") or not text.endswith("/") or any(c in text for c in "?#\\ \r\n"):
         raise BadInput(f"{CONFIG_NAME}: {where} must be a URL path that starts and ends with '/', got {value!r}")
     return text
-_GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration}
+_GC_KEYS = {"min_age": _duration, "batch_size": _positive_int, "interval": _duration,
+            "rule_timeout": _positive_duration}
 _SERVE_KEYS = {"listen": _text, "workers": _positive_int, "accel_redirect": _prefix, "base_url": _text}
 
 
@@ -166,6 +191,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     top_keys: dict[str, Callable[[Any, str], Any]] = {
         "database_url": _text,
         "orphan_grace": _duration,
+        "write_lock_timeout": _positive_duration,
+        "disk_reserve": _size,
         "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
         "storage": lambda value, where: StorageConfig(**_table(value, where, _STORAGE_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),
@@ -205,13 +232,16 @@ def load_config(store_root: Path) -> Config:
 def render_config(database_url: str | None) -> str:
     """The text `assetfs init` writes: the defaults, spelled out, so operators can edit them."""
     url_line = f"database_url = {_toml_string(database_url)}\n" if database_url else (
-        "# database_url = \"postgresql://user:password@host/dbname\"   # default: SQLite in this store\n"
+        "# database_url = \"postgresql://user@host/dbname\"   # default: SQLite in this store;\n"
+        "#   the password from PGPASSWORD or PGPASSFILE (docs/security.md)\n"
     )
     return (
         "# assetfs store configuration; see the README for every key.\n"
         + url_line
-        + 'orphan_grace = "1h"\n\n'
-        + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\n\n'
+        + 'orphan_grace = "1h"\nwrite_lock_timeout = "30s"\n'
+        + ('' if database_url else 'disk_reserve = "8MiB"\n')
+        + '\n'
+        + '[gc]\nmin_age = "1h"\nbatch_size = 500\ninterval = "10m"\nrule_timeout = "2s"\n\n'
         + '[storage]\nsyncfs = "auto"   # "no" on a shared filesystem (CephFS, NFS): fsync each file\n\n'
         + '[bucket_defaults]\ndedupe = true\ngrace = "7d"\n\n'
         + "# [buckets.avatars]\n# grace = \"30d\"\n# rules = [\"select 1 from profile where photo_id = :id\"]\n"

@@ -42,3 +42,16 @@ class StoreError(AssetfsError):
     """The store could not do what was asked (disk full, damaged store, database down)."""
 
     exit_code = 1
+
+
+class CatalogError(StoreError):
+    """The catalog database refused the connection or failed a statement; the message is the
+    database's own first line (a wrong password, a server that does not answer, …)."""
+
+
+class Busy(StoreError):
+    """The catalog's write lock stayed taken longer than the store's `write_lock_timeout`
+    (another writer, or someone holding the lock file); nothing was changed. Try again."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h)
+    errno = errno_codes.EBUSY

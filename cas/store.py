@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cas import ahead, names
+from cas import ahead, names, privacy, reserve
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -34,7 +34,7 @@ from cas.validate import check_bucket, check_content_type, check_expiry, check_f
 log = logging.getLogger("assetfs.store")
 
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm",
-               "catalog.db-writer", "catalog.db-waiting")
+               "catalog.db-writer", "catalog.db-waiting", reserve.RESERVE_NAME)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
 KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more
@@ -178,18 +178,26 @@ class Store:
         tree = BlobTree(root)
         if not (tree.blobs.is_dir() and tree.objects.is_dir()):
             raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
+        if config.database_url is None:  # on a full disk, SQLite needs room even to read
+            reserve.release_if_low(root, config.disk_reserve)
         tree.tmp.mkdir(exist_ok=True)
-        return cls(root, config, open_catalog(root, config.database_url))
+        return cls(root, config, open_catalog(root, config.database_url, config.write_lock_timeout))
 
     @classmethod
-    def init(cls, root: str | Path, database_url: str | None = None) -> tuple["Store", bool]:
-        """Create a store at `root`, or open the one there. Returns (store, created)."""
+    def init(cls, root: str | Path, database_url: str | None = None, group: str | None = None) -> tuple["Store", bool]:
+        """Create a store at `root`, or open the one there. Returns (store, created).
+
+        The new store is its owner's alone, or also readable by `group` (cas/privacy.py)."""
         root = Path(root).absolute()
+        gid = None if group is None else privacy.group_id(group)
         if (root / CONFIG_NAME).exists():
             store = cls.open(root)
             if database_url and store.config.database_url != database_url:
                 store.close()
                 raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
+            if gid is not None and not privacy.shared_with(root, gid):
+                store.close()
+                raise BadInput(f"{root} is already a store, not shared with group {group}; see docs/security.md")
             return store, False
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root} exists and is not a folder")
@@ -197,15 +205,29 @@ class Store:
             raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
         try:
             root.mkdir(parents=True, exist_ok=True)
+            privacy.make_root(root, gid)
+            files, folders = privacy.file_mode(root), privacy.dir_mode(root)
+            if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
+                privacy.create_file(root / "catalog.db", files)
             catalog = open_catalog(root, database_url)
-            BlobTree(root).create_dirs()
-            (root / CONFIG_NAME).write_text(render_config(database_url))
+            tree = BlobTree(root)
+            tree.create_dirs()
+            for folder in (tree.blobs, tree.objects, tree.tmp):
+                os.chmod(folder, folders)
+            privacy.create_file(root / CONFIG_NAME, files, render_config(database_url).encode())
         except OSError as error:
             raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
-        return cls(root, load_config(root), catalog), True
+        store = cls(root, load_config(root), catalog)
+        store._keep_reserve()
+        return store, True
 
     def close(self) -> None:
         self.catalog.close()
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        if self.config.database_url is None:
+            reserve.keep(self.root, self.config.disk_reserve)
 
     def __enter__(self) -> "Store":
         return self

@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from casgc.runner import Collector
+from cas import privacy
 from cas.errors import BadInput, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
@@ -114,7 +115,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_end)
-        _daemonize(log_path)
+        _daemonize(log_path, store_root)
         os._exit(_run_daemon(store_root, path, options, write_end))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
@@ -125,13 +126,13 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     raise StoreError(message or f"the mount daemon ended before the mount was ready; see {log_path}")
 
 
-def _daemonize(log_path: Path) -> None:
+def _daemonize(log_path: Path, store_root: Path) -> None:
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, privacy.file_mode(store_root))
     except OSError:
         log_fd = null
     os.dup2(log_fd, 2)

@@ -5,16 +5,20 @@ Rules are the operator's SQL, run in the catalog database with the object's id a
 objects alive. A rule counts as a reference when it returns a row whose first column is not
 false or zero (so `select 1 …`, `select exists (…)` and `select count(*) …` all work).
 
-A rule that fails (syntax, a missing table, a run-time error) makes its whole bucket skipped
-for the rest of the pass: an object is never collected because its rules could not say.
-Each rule runs inside a savepoint, so its failure leaves the pass's transaction usable.
+A rule that fails (syntax, a missing table, a run-time error, an attempt to write, or no
+answer within `[gc] rule_timeout`) makes its whole bucket skipped for the rest of the pass:
+an object is never collected because its rules could not say. Each rule runs read-only, with
+a deadline, inside a savepoint (`Transaction.guarded_one`): it cannot change the catalog,
+and on SQLite it holds the write lock the pass's batch holds for at most that long
+(docs/security.md, "Bucket rules cannot write, and end").
 """
 
 import logging
 
 from cas.catalog import Catalog, Transaction
-from cas.catalog.base import Row
+from cas.catalog.base import Row, RuleError, first_line
 from cas.config import Config
+from cas.durations import format_duration
 from cas.errors import BadInput
 from cas.validate import check_bucket
 
@@ -27,10 +31,6 @@ class BucketSkipped(Exception):
 
 class UnknownBucket(Exception):
     """The object's bucket is not a valid name, or has neither a catalog row nor configuration."""
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _rule_query(rule: str) -> str:
@@ -86,16 +86,12 @@ class References:
         return any(self._rule_says(tx, bucket, rule, object_id) for rule in self.config.bucket(bucket).rules)
 
     def _rule_says(self, tx: Transaction, bucket: str, rule: str, object_id: str) -> bool:
-        tx.execute("savepoint gc_rule")
+        timeout = self.config.gc.rule_timeout
         try:
-            found = tx.one(_rule_query(rule), {"id": object_id})
-        except Exception as error:
-            if self.catalog.is_retryable(error):
-                raise
-            tx.execute("rollback to savepoint gc_rule")
-            tx.execute("release savepoint gc_rule")
-            self.broken[bucket] = f"rule {rule!r} failed: {first_line(error)}"
+            found = tx.guarded_one(_rule_query(rule), {"id": object_id}, timeout)
+        except RuleError as error:
+            why = f"no answer within {format_duration(timeout)}" if error.timed_out else f"failed: {error}"
+            self.broken[bucket] = f"rule {rule!r} {why}"
             log.error("bucket %s skipped: %s", bucket, self.broken[bucket])
             raise BucketSkipped(bucket) from None
-        tx.execute("release savepoint gc_rule")
         return _says_referenced(found)

@@ -16,6 +16,20 @@ Row = dict[str, Any]
 T = TypeVar("T")
 
 
+def first_line(error: BaseException) -> str:
+    """A database error's first line (psycopg adds DETAIL, HINT and LINE lines): what the user sees."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class RuleError(Exception):
+    """An operator's query (a bucket rule) failed, wrote, or ran out of time; `timed_out`
+    says which of the last. The transaction it ran in is still usable."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
 class Transaction(ABC):
     """One open catalog transaction; rows come back as dicts."""
 
@@ -27,6 +41,13 @@ class Transaction(ABC):
 
     @abstractmethod
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
+        """`one` for SQL the store did not write (bucket rules, docs/design.md "Model"): run
+        read-only and stopped after `timeout` seconds, inside a savepoint that is rolled back
+        afterwards, so the query can neither change rows nor hold this transaction's locks
+        for long. RuleError when it fails or times out; this transaction stays usable."""
 
     @abstractmethod
     def lock_blob(self, hash_hex: str) -> None:

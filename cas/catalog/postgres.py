@@ -5,6 +5,7 @@ keyed by the blob's hash (docs/concurrency.md): unlike a row lock it also exists
 that has no row yet, which is exactly the case of a first upload racing a sweep or fsck.
 """
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,12 +16,14 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 
-from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
-from cas.errors import StoreError
+from cas.errors import CatalogError
 
 TYPES = {"uuid": "uuid", "serial_pk": "bigint generated always as identity primary key", "float": "double precision"}
+CONNECT_TIMEOUT = 5  # seconds
 SCHEMA_LOCK_KEY = 0x61737365746673  # "assetfs"
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -48,6 +51,25 @@ class PostgresTransaction(Transaction):
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return self.connection.execute(translate(sql), params or {}).fetchall()
 
+    def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
+        # Going read-only is allowed at any point of a transaction; SET LOCAL inside the
+        # savepoint ends with it, so the rollback below makes the transaction writable again.
+        self.connection.execute("savepoint assetfs_guarded")
+        try:
+            self.connection.execute("set local transaction_read_only = on")
+            self.connection.execute(f"set local statement_timeout = {max(1, round(timeout * 1000))}")
+            row = self.connection.execute(translate(sql), params).fetchone()
+        except psycopg.Error as error:
+            if isinstance(error, _RETRYABLE):
+                raise  # the whole transaction is retried (Catalog.run)
+            self.connection.execute("rollback to savepoint assetfs_guarded")
+            self.connection.execute("release savepoint assetfs_guarded")
+            timed_out = isinstance(error, psycopg.errors.QueryCanceled)
+            raise RuleError(first_line(error), timed_out=timed_out) from None
+        self.connection.execute("rollback to savepoint assetfs_guarded")
+        self.connection.execute("release savepoint assetfs_guarded")
+        return row
+
     def lock_blob(self, hash_hex: str) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (blob_lock_key(hash_hex),))
 
@@ -57,6 +79,19 @@ class PostgresTransaction(Transaction):
 
     def lock_schema(self) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def _connect_options(url: str) -> dict[str, Any]:
+    """autocommit (transactions are explicit), and CONNECT_TIMEOUT unless the URL or
+    PGCONNECT_TIMEOUT sets one: a server that does not answer is reported in seconds."""
+    options: dict[str, Any] = {"autocommit": True}
+    try:
+        given = "connect_timeout" in psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = False  # psycopg.connect reports the bad URL
+    if not given and "PGCONNECT_TIMEOUT" not in os.environ:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    return options
 
 
 def _configure(connection: psycopg.Connection) -> None:
@@ -70,14 +105,18 @@ class PostgresCatalog(Catalog):
 
     def __init__(self, url: str, max_connections: int = 8) -> None:
         self.url = url
+        kwargs = _connect_options(url)
         try:
+            # One connection first: the pool would retry a refused one in the background and
+            # report only that it timed out; this says why (a wrong password, no server).
+            psycopg.connect(url, **kwargs).close()
             self.pool = psycopg_pool.ConnectionPool(
                 url, min_size=1, max_size=max_connections, open=False, configure=_configure,
-                kwargs={"autocommit": True}, timeout=30,
+                kwargs=kwargs, timeout=30,
             )
             self.pool.open(wait=True, timeout=15)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-            raise StoreError(f"cannot connect to the catalog database {self.describe()}: {_first_line(error)}") from None
+        except psycopg.Error as error:  # psycopg_pool.PoolTimeout is one
+            raise CatalogError(f"cannot connect to the catalog database {self.describe()}: {first_line(error)}") from None
         migrate(self)
 
     @contextmanager
@@ -96,7 +135,7 @@ class PostgresCatalog(Catalog):
             tx.value("select txid_current()")
 
     def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+        return isinstance(error, _RETRYABLE)
 
     def close(self) -> None:
         self.pool.close()
@@ -109,6 +148,3 @@ class PostgresCatalog(Catalog):
         host = info.get("host", "localhost")
         return f"postgresql://{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

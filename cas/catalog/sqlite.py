@@ -11,17 +11,18 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cas.catalog.base import Catalog, Row, Transaction
+from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
 from cas.catalog.migrate import migrate
-from cas.catalog.writequeue import Turn, WriteQueue
+from cas.catalog.writequeue import DEFAULT_TIMEOUT, Turn, WriteQueue
 from cas.errors import StoreError
 
-BUSY_TIMEOUT_MS = 60_000
+PROGRESS_STEPS = 1000  # virtual-machine steps between two looks at a guarded query's deadline
 CHECKPOINT_ROWS = 1000  # rows a background connection changes between two of its checkpoints
 TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
 
@@ -39,6 +40,28 @@ class SqliteTransaction(Transaction):
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         return self.connection.execute(sql, params or {}).fetchall()
+
+    def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
+        # query_only refuses any write; the progress handler, called every PROGRESS_STEPS
+        # virtual-machine steps, interrupts the query once the deadline has passed.
+        connection = self.connection
+        deadline = time.monotonic() + timeout
+        connection.execute("savepoint assetfs_guarded")
+        connection.execute("pragma query_only = on")
+        connection.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+        try:
+            cursor = connection.execute(sql, params)
+            row = cursor.fetchone()
+            cursor.close()
+        except sqlite3.Error as error:
+            timed_out = getattr(error, "sqlite_errorcode", 0) == sqlite3.SQLITE_INTERRUPT
+            raise RuleError(first_line(error), timed_out=timed_out) from None
+        finally:
+            connection.set_progress_handler(None, 0)
+            connection.execute("pragma query_only = off")
+            connection.execute("rollback to savepoint assetfs_guarded")
+            connection.execute("release savepoint assetfs_guarded")
+        return row
 
     def lock_blob(self, hash_hex: str) -> None:
         if not self.connection.in_transaction:
@@ -60,9 +83,10 @@ class SqliteCatalog(Catalog):
     dialect = "sqlite"
     types = TYPES
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = path
-        self.writes = WriteQueue(path)
+        self.writes = WriteQueue(path, write_lock_timeout)
+        self._busy_timeout_ms = max(1, round(write_lock_timeout * 1000))  # writers outside the queue (sqlite3 shell)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -74,9 +98,10 @@ class SqliteCatalog(Catalog):
         name = "background" if background else "connection"
         connection = getattr(self._local, name, None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                         timeout=self._busy_timeout_ms / 1000)
             connection.row_factory = _dict_row
-            connection.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
             connection.execute("pragma journal_mode = wal")
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")

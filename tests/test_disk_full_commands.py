@@ -1,0 +1,74 @@
+"""On a 100% full filesystem the commands that read still work, and `rm`, `trash purge` and
+`gc` free space (issue 11, finding 9; cas/reserve.py). With SQLite the catalog is on the full
+disk too; with PostgreSQL only the blob tree is.
+
+The store lives on a small tmpfs mounted for the test (root only), always unmounted.
+"""
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cas.reserve import free_bytes
+from cas.store import Store
+from conftest import run_cli
+
+DISK_SIZE = "16m"  # the default reserve (8 MiB) and a little content fit
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0755", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the filesystem has no byte left."""
+    chunk = b"\0" * 65536
+    with open(path, "wb", buffering=0) as file:
+        while True:
+            try:
+                file.write(chunk)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[: len(chunk) // 2]
+
+
+def test_commands_on_a_full_disk(disk: Path, database_url: str | None) -> None:
+    root = disk / "store"
+    Store.init(root, database_url=database_url)[0].close()
+    big = os.urandom(1024 * 1024)
+    big_id = run_cli(root, "put", "photos", "-", "--name", "big.bin", input=big).stdout.decode().split()[0]
+    kept_id = run_cli(root, "put", "photos", "-", "--name", "kept.txt", input=b"kept").stdout.decode().split()[0]
+    fill(disk / "filler")
+    assert free_bytes(disk) == 0
+
+    listed = run_cli(root, "ls").stdout.decode()
+    assert big_id in listed and kept_id in listed
+    assert "big.bin" in run_cli(root, "stat", big_id).stdout.decode()
+    assert run_cli(root, "cat", big_id).stdout == big
+    assert "clean" in run_cli(root, "fsck").stdout.decode()
+
+    run_cli(root, "rm", big_id)
+    purged = run_cli(root, "trash", "purge").stdout.decode()
+    assert "1 purged" in purged and "1 swept" in purged
+    assert free_bytes(disk) >= len(big)  # the blob's space is free again
+    run_cli(root, "gc")
+    assert run_cli(root, "cat", kept_id).stdout == b"kept"
+    run_cli(root, "put", "photos", "-", "--name", "after.txt", input=b"after the purge")
+    assert "clean" in run_cli(root, "fsck").stdout.decode()
