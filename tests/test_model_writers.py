@@ -17,9 +17,11 @@ The contract the model checks:
 - A commit from a mount binds the node only if the node still holds what the writer saw
   when it opened the file (its *base*); otherwise the newer committed version stays and the
   mount's version is kept as a conflict copy beside it (`model_store.CONFLICT_NAME`).
-- A version superseded or removed before its commit by the same mount, which saw it, may be
-  dropped (docs/fuse.md: "a file removed before its commit stores nothing"); one that its
-  remover could not see (another mount, the CLI) may not.
+- A version superseded before its commit by the same mount, which saw it, may be dropped
+  (only the newest of a chain is committed); one removed before its commit goes to the trash
+  (the model accepts that, or its being dropped, when its own mount removed it); one that its
+  remover could not see (another mount, the CLI) must be kept. An object's file name is the
+  name its file had at the commit, or one it was renamed to after (docs/fuse.md).
 - The catalog (`cat`, `get`) shows every commit at once; a mount shows it to a new open()
   once the attribute timeout (1 s) has passed since the change; a mount shows its own closed,
   uncommitted version until someone else commits to that file.
@@ -87,6 +89,7 @@ class Version:
     conflict: bool = False  # must be a conflict copy
     relaxed: bool = False  # unnamed after its hold was released: live or in the trash
     filename: str | None = None  # its object's file name (the name it had when committed)
+    renamed_to: set[str] = field(default_factory=set)  # names its object's file name may have followed
     orphaned_at: float | None = None  # lost its last name then (should be in the trash soon)
 
     @property
@@ -380,6 +383,9 @@ class ManyWriters(RuleBasedStateMachine):
             model.name_removed(destination, mount)
         model.names[destination] = token
         model.touch(destination, mount)
+        committed = model.nodes[token].committed
+        if committed is not None:  # its object's file name follows a rename of its only file (docs/fuse.md)
+            model.versions[committed].renamed_to.add(destination)
         self.step(f"{mount}: rename {source} → {destination}")
         self.busy = False
 
@@ -650,7 +656,7 @@ class ManyWriters(RuleBasedStateMachine):
                                     f"{[(row.names, 'live' if row.live else 'trash') for row in rows]}")
                 continue
             if ("filename" not in IGNORED and version.filename is not None
-                    and not any(row.filename == version.filename for row in rows)):
+                    and not any(row.filename in {version.filename, *version.renamed_to} for row in rows)):
                 problems.append(f"{version!r} was committed as {version.filename!r}, but its object's file name "
                                 f"is {[row.filename for row in rows]}")
             if (not final or "trash" in IGNORED or model.referenced(version.vid) or version.vid in model.held
