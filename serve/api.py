@@ -17,7 +17,7 @@ from cas.model import ObjectInfo, PutResult
 from cas.validate import check_bucket, check_content_type, check_filename, check_metadata, split_name
 from serve import signing
 from serve.access import Caller, check_bucket_read, check_bucket_write, hidden
-from serve.assets import bucket_and_name, object_id_of
+from serve.assets import named_readable, object_id_of
 from serve.body import BodyStream, RawBody, Rejected, parse_digests
 from serve.errors import HttpError, bad_request, json_response, not_found, unauthorized
 from serve.multipart import MultipartBody
@@ -132,13 +132,19 @@ def _content_length(request: Request) -> int | None:
     return int(value)
 
 
-async def upload(request: Request) -> Response:
-    service = _service(request)
+def _bucket_of(request: Request) -> str:
+    """The request's `{bucket}`, checked: 400 `name_invalid` otherwise."""
     bucket = request.path_params["bucket"]
     try:
         check_bucket(bucket)
     except BadInput as error:
         raise bad_request("name_invalid", str(error)) from None
+    return bucket
+
+
+async def upload(request: Request) -> Response:
+    service = _service(request)
+    bucket = _bucket_of(request)
     caller = await service.caller(request)
     check_bucket_write(caller, bucket)
     length = _content_length(request)
@@ -233,11 +239,7 @@ async def get_object(request: Request) -> Response:
 
 async def list_objects(request: Request) -> Response:
     service = _service(request)
-    bucket = request.path_params["bucket"]
-    try:
-        check_bucket(bucket)
-    except BadInput as error:
-        raise bad_request("name_invalid", str(error)) from None
+    bucket = _bucket_of(request)
     after = request.query_params.get("after")
     after = "00000000-0000-0000-0000-000000000000" if after is None else object_id_of(after)
     raw_limit = request.query_params.get("limit", str(DEFAULT_PAGE))
@@ -262,12 +264,7 @@ async def list_objects(request: Request) -> Response:
 
 async def lookup_name(request: Request) -> Response:
     service = _service(request)
-    bucket, name = bucket_and_name(request.path_params["bucket"], request.path_params["name"])
-    caller = await service.caller(request)
-    check_bucket_read(caller, service.config, bucket)
-    info = await service.named(bucket, name)
-    if info is None:
-        raise not_found(f"nothing is named {bucket}/{name}")
+    info = await named_readable(service, request)
     return json_response(object_record(service, info))
 
 
@@ -287,24 +284,21 @@ async def _writable(service: Service, caller: Caller, object_id: str, trashed: b
 
 
 async def delete_object(request: Request) -> Response:
-    service = _service(request)
-    object_id = object_id_of(request.path_params["id"])
-    caller = await service.caller(request)
-    await _writable(service, caller, object_id)
-    try:
-        info = await service.call(service.store.delete, object_id)
-    except NotFound:
-        raise not_found() from None
-    return json_response(object_record(service, info))
+    return await _move(request, trashed=False)
 
 
 async def restore_object(request: Request) -> Response:
+    return await _move(request, trashed=True)
+
+
+async def _move(request: Request, trashed: bool) -> Response:
+    """Into the trash (`trashed`: out of it), for a caller that may write the object's bucket."""
     service = _service(request)
     object_id = object_id_of(request.path_params["id"])
     caller = await service.caller(request)
-    await _writable(service, caller, object_id, trashed=True)
+    await _writable(service, caller, object_id, trashed=trashed)
     try:
-        info = await service.call(service.store.restore, object_id)
+        info = await service.call(service.store.restore if trashed else service.store.delete, object_id)
     except NotFound:
         raise not_found() from None
     return json_response(object_record(service, info))

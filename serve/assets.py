@@ -41,6 +41,17 @@ def object_id_of(text: str) -> str:
         raise bad_request("id_invalid", f"not an object id: {text[:80]!r}") from None
 
 
+async def named_readable(service: Service, request: Request) -> ObjectInfo:
+    """The live object `/{bucket}/{name…}` names, for a caller that may read the bucket."""
+    bucket, name = bucket_and_name(request.path_params["bucket"], request.path_params["name"])
+    caller = await service.caller(request)
+    check_bucket_read(caller, service.config, bucket)
+    info = await service.named(bucket, name)
+    if info is None:
+        raise not_found(f"nothing is named {bucket}/{name}")
+    return info
+
+
 def bucket_and_name(bucket: str, name: str) -> tuple[str, str]:
     try:
         check_bucket(bucket)
@@ -73,13 +84,8 @@ async def by_name(request: Request) -> Response:
     service: Service = request.app.state.service
     if request.path_params["bucket"] == "by-id":  # /assets/by-id/a%2Fb: an id with a '/', not a name
         raise bad_request("id_invalid", f"not an object id: {request.path_params['name'][:80]!r}")
-    bucket, name = bucket_and_name(request.path_params["bucket"], request.path_params["name"])
-    caller = await service.caller(request)
-    check_bucket_read(caller, service.config, bucket)
-    info = await service.named(bucket, name)
-    if info is None:
-        raise not_found(f"nothing is named {bucket}/{name}")
-    public = service.config.bucket(bucket).public
+    info = await named_readable(service, request)
+    public = service.config.bucket(info.bucket).public
     return blob_response(request, service, info, "public, no-cache" if public else "private, no-cache")
 
 

@@ -4,11 +4,17 @@ They read the real filesystem and the real catalog (SQLite or PostgreSQL); nothi
 stands in for either.
 """
 
+import errno
 import os
 import stat
 import struct
+import subprocess
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from cas.store import Store
 
@@ -73,3 +79,34 @@ def snapshot(store: Store) -> dict:
         for table in TABLES
     }
     return {"files": file_tree(store.root), "tables": tables}
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str, mode: str = "0755") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (made here) for one test, unmounted afterwards
+    whatever happened (lazily when busy). Skips the test when not root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode}", "tmpfs", str(path)], check=True,
+                   timeout=30)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], timeout=30).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(path)], check=True, timeout=30)
+
+
+def fill(path: Path) -> Path:
+    """Write the file `path` until its filesystem has no byte left; returns it."""
+    chunk = b"\0" * 65536
+    with open(path, "wb", buffering=0) as file:
+        while True:
+            try:
+                file.write(chunk)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return path
+                chunk = chunk[: len(chunk) // 2]

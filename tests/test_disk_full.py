@@ -6,7 +6,6 @@ unmounts it, also when the test fails.
 
 import io
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,23 +14,15 @@ import pytest
 
 from cas.errors import StoreError
 from cas.store import Store
-from helpers import blob_files, count, rows, snapshot, tmp_entries
+from helpers import blob_files, count, rows, small_tmpfs, snapshot, tmp_entries
 
 DISK_SIZE = "2m"
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0755", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    with small_tmpfs(tmp_path / "small-disk", DISK_SIZE) as path:
+        yield path
 
 
 @pytest.fixture

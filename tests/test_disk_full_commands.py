@@ -5,9 +5,7 @@ disk too; with PostgreSQL only the blob tree is.
 The store lives on a small tmpfs mounted for the test (root only), always unmounted.
 """
 
-import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,37 +14,15 @@ import pytest
 from cas.reserve import free_bytes
 from cas.store import Store
 from conftest import run_cli
+from helpers import fill, small_tmpfs
 
 DISK_SIZE = "16m"  # the default reserve (8 MiB) and a little content fit
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0755", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
-
-
-def fill(path: Path) -> None:
-    """Write `path` until the filesystem has no byte left."""
-    chunk = b"\0" * 65536
-    with open(path, "wb", buffering=0) as file:
-        while True:
-            try:
-                file.write(chunk)
-            except OSError as error:
-                if error.errno != errno.ENOSPC:
-                    raise
-                if len(chunk) == 1:
-                    return
-                chunk = chunk[: len(chunk) // 2]
+    with small_tmpfs(tmp_path / "disk", DISK_SIZE) as path:
+        yield path
 
 
 def test_commands_on_a_full_disk(disk: Path, database_url: str | None) -> None:

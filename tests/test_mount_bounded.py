@@ -19,6 +19,7 @@ import pytest
 
 from cas.store import Store
 from conftest import run_cli
+from helpers import fill, small_tmpfs
 from mounting import start_mount, stop_mount, unmount
 
 pytestmark = [
@@ -33,27 +34,8 @@ ANSWER_LIMIT_S = 20.0  # "within seconds"; before the fix, 10 files waited 847 s
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as error:
-        assert error.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
+    with small_tmpfs(tmp_path / "small-disk", "16m", mode="0700") as path:
+        yield path
 
 
 def test_unmount_with_commits_failing_on_a_full_disk_answers_within_seconds(small_disk: Path, tmp_path: Path,
@@ -68,7 +50,7 @@ def test_unmount_with_commits_failing_on_a_full_disk_answers_within_seconds(smal
         (mount.path / "photos").mkdir()
         for index in range(FILES):
             (mount.path / "photos" / f"{index}.bin").write_bytes(os.urandom(32 * 1024))
-        filler = fill(small_disk)
+        filler = fill(small_disk / "filler")
 
         started = time.monotonic()
         fd = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)

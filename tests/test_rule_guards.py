@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from casgc import run_once
-from cas.errors import NotFound
 from cas.store import Store
 from conftest import ASSETFS, run_cli
 from gc_helpers import configure
+from test_gc import is_live
 
 GC_NOW = '[gc]\nmin_age = "0s"\nrule_timeout = "1s"\n'
 # The issue's rule: on PostgreSQL it reset the id sequence of `nodes`, and every later put failed.
@@ -27,14 +27,6 @@ SETVAL_RULE = ("select 0 from (select setval(pg_get_serial_sequence('nodes','id'
 WRITABLE_PROBE = "select 1 from pragma_query_only where query_only = 0 and cast(:id as text) is not null"
 ENDLESS_RULE = ("with recursive r(n) as (select 1 union all select n + 1 from r) "
                 "select 1 from r where n < 0 and cast(:id as text) is not null")
-
-
-def is_live(store: Store, object_id: str) -> bool:
-    try:
-        store.get(object_id)
-    except NotFound:
-        return False
-    return True
 
 
 def test_a_rule_cannot_write(store_root: Path) -> None:

@@ -8,7 +8,6 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from conftest import run_cli
 from fusefs.mount import FSTYPE, mounted_at
+from helpers import small_tmpfs
 from mounting import expect_errno, start_mount, unmount
 from test_cli import assert_error
 
@@ -29,16 +29,8 @@ pytestmark = [
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs mounted for this test, and unmounted after it whatever happened."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path = tmp_path / "tmpfs"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(path)], check=True, timeout=30)
-    try:
+    with small_tmpfs(tmp_path / "tmpfs", "1m") as path:
         yield path
-    finally:
-        if mounted_at(path) is not None and subprocess.run(["umount", str(path)], timeout=30).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(path)], check=True, timeout=30)
 
 
 NO_STORE = Path("/nonexistent-assetfs-store")  # umount needs none; the checks come before a store is opened
