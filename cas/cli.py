@@ -329,6 +329,8 @@ def stat(context: Context, reference: str, as_json: bool) -> None:
     with context.open() as store:
         info = store.get(_object_id_of(store, reference))
         record = object_record(info, store.holds(info.id))
+        if "/" in reference:  # by name: the name it was found by
+            record["name"] = reference.partition("/")[2].strip("/")
     if as_json:
         click.echo(json.dumps(record))
         return
