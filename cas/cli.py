@@ -486,25 +486,16 @@ def stats(context: Context, as_json: bool) -> None:
 def result_table(result: dict[str, Any]) -> str:
     rows = [("bucket", "objects", "blobs", "logical", "physical", "trashed")]
     for bucket, numbers in result["buckets"].items():
-        rows.append((bucket, numbers["objects"], numbers["blobs"], _bytes(numbers["logical_bytes"]),
-                     _bytes(numbers["physical_bytes"]), numbers["trashed_objects"]))
+        rows.append((bucket, numbers["objects"], numbers["blobs"], progress.human_bytes(numbers["logical_bytes"]),
+                     progress.human_bytes(numbers["physical_bytes"]), numbers["trashed_objects"]))
     total = result["total"]
-    rows.append(("(all)", total["objects"], total["blobs"], _bytes(total["logical_bytes"]),
-                 _bytes(total["physical_bytes"]), total["trashed_objects"]))
+    rows.append(("(all)", total["objects"], total["blobs"], progress.human_bytes(total["logical_bytes"]),
+                 progress.human_bytes(total["physical_bytes"]), total["trashed_objects"]))
     widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(str(cell).rjust(width) if index else str(cell).ljust(width)
                        for index, (cell, width) in enumerate(zip(row, widths))) for row in rows]
     lines.append(f"dedup ratio: {total['dedup_ratio']:.2f} (logical / physical bytes)")
     return "\n".join(lines)
-
-
-def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 # entry point ---------------------------------------------------------------------------------

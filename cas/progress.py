@@ -49,7 +49,7 @@ class ByteBar:
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
-        filled = int(self.WIDTH * self.done / self.total) if self.total else self.WIDTH
+        filled = min(self.WIDTH, int(self.WIDTH * self.done / self.total)) if self.total else self.WIDTH
         text = (f"{self.label} [{'#' * filled}{' ' * (self.WIDTH - filled)}] "
                 f"{human_bytes(self.done)} / {human_bytes(self.total)}  {human_bytes(rate)}/s")
         if rate > 0 and self.total > self.done:

@@ -687,7 +687,8 @@ class Store:
             params["owner"] = _check_owner(owner)
         after: tuple[str, str] = (ZERO_ID, "")
         while True:
-            sql = ("select h.object_id, h.owner, h.created_at, o.bucket from holds h join objects o on o.id = h.object_id "
+            sql = ("select h.object_id, h.owner, h.created_at, o.bucket "
+                   "from holds h join objects o on o.id = h.object_id "
                    "where (h.object_id > :after_id or (h.object_id = :after_id and h.owner > :after_owner)) "
                    + "".join(f"and {condition} " for condition in where)
                    + "order by h.object_id, h.owner limit :limit")

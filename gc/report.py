@@ -72,7 +72,8 @@ class RunReport:
         return next(report for report in self.passes if report.name == name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "now": iso_time(self.now), "passes": [report.to_json() for report in self.passes],
+        return {"dry_run": self.dry_run, "now": iso_time(self.now),
+                "passes": [report.to_json() for report in self.passes],
                 "errors": self.errors, "bytes_freed": self.bytes_freed, "skipped_buckets": self.skipped_buckets}
 
     def lines(self) -> list[str]:

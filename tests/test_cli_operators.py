@@ -208,7 +208,8 @@ def test_stat_by_name(store_root, named_tree):
 def test_ls_by_folder_lists_the_names_under_it_in_name_order(store_root, named_tree):
     listed = ls_json(store_root, "web/site/")
     assert [(record["name"], record["id"]) for record in listed] == [
-        ("site/css/main.css", named_tree["site/css/main.css"]), ("site/css/print.css", named_tree["site/css/print.css"]),
+        ("site/css/main.css", named_tree["site/css/main.css"]),
+        ("site/css/print.css", named_tree["site/css/print.css"]),
         ("site/logo.png", named_tree["site/logo.png"])]
     plain = run_cli(store_root, "ls", "web/site/css").stdout.decode().splitlines()
     assert [line.split()[-1] for line in plain] == ["web/site/css/main.css", "web/site/css/print.css"]
@@ -266,8 +267,8 @@ def test_rm_of_a_trashed_id_says_it_is_in_the_trash(store_root, tmp_path):
     run_cli(store_root, "rm", object_id)
     line = assert_error(run_cli(store_root, "rm", object_id, check=None), 1)
     assert "in the trash" in line and f"restore {object_id}" in line, line
-    line = assert_error(run_cli(store_root, "restore", put_one(store_root, "docs", str(write(tmp_path / "b.txt", "b\n")))["id"],
-                                check=None), 1)
+    live = put_one(store_root, "docs", str(write(tmp_path / "b.txt", "b\n")))["id"]
+    line = assert_error(run_cli(store_root, "restore", live, check=None), 1)
     assert "live" in line, line
 
 
