@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cas.store import Store
 from conftest import ASSETFS, run_cli
 from helpers import snapshot
@@ -15,6 +17,7 @@ from test_cli import put_one, stat_json, write
 
 REPO = Path(__file__).resolve().parent.parent
 SETUP = REPO / "scripts" / "lib" / "setup.sh"
+STORE = REPO / "scripts" / "lib" / "store.sh"
 TOUR = REPO / "scripts" / "lib" / "tour.sh"
 
 
@@ -101,3 +104,60 @@ def test_the_tour_never_changes_a_users_data_and_reruns_change_nothing(store_roo
     second = run_tour(store_root).stdout.decode()
     assert "nothing to put" in second
     assert state(store_root) == after_first, "a second tour changes nothing"
+
+
+def start_store(tmp_path: Path, config: Path, legacy: Path) -> tuple[str, str, str]:
+    """scripts/start's choice of store, run as root: (the store, ASSETFS_STORE if it exported
+    one, what it said on stderr)."""
+    environment = {key: value for key, value in os.environ.items() if key != "ASSETFS_STORE"}
+    result = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; source {SETUP}; source {STORE}; choose_start_store; '
+                       'echo "$ASSETFS_STORE_PATH"; echo "${ASSETFS_STORE:-}"'],
+        capture_output=True, timeout=120, cwd=tmp_path,
+        env={**environment, "ASSETFS_CONFIG": str(config), "ASSETFS_LEGACY_STORE": str(legacy)})
+    assert result.returncode == 0, result.stderr.decode()
+    chosen, exported = result.stdout.decode().splitlines()
+    return chosen, exported, result.stderr.decode()
+
+
+def test_start_uses_the_store_every_command_uses(tmp_path, store_root):
+    config, legacy = tmp_path / "etc" / "assetfs.toml", tmp_path / "repo" / "assetfs-data"
+    write(config, f'store = "{store_root}"\n')
+    assert start_store(tmp_path, config, legacy) == (str(store_root), "", "")
+
+    # nothing names a store: the system default, as for every command
+    config.unlink()
+    assert start_store(tmp_path, config, legacy) == ("/var/lib/assetfs", "", "")
+
+
+def test_start_keeps_a_store_an_earlier_version_made_in_the_checkout(tmp_path):
+    config, legacy = tmp_path / "etc" / "assetfs.toml", tmp_path / "repo" / "assetfs-data"
+    run_cli(legacy, "init")
+    config.parent.mkdir()
+    if Path("/var/lib/assetfs/assetfs.toml").exists():
+        pytest.skip("/var/lib/assetfs is a store on this machine: it wins over the checkout's")
+    chosen, exported, said = start_store(tmp_path, config, legacy)
+    assert (chosen, exported) == (str(legacy), "")
+    assert f"{config} names the existing store {legacy}" in said
+    assert config.read_text().endswith(f'store = "{legacy}"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {key: value for key, value in os.environ.items() if key != "ASSETFS_STORE"}
+    listed = subprocess.run([ASSETFS, "stats", "--json"], capture_output=True, timeout=120, cwd=elsewhere,
+                            env={**environment, "ASSETFS_CONFIG": str(config)})
+    assert listed.returncode == 0, listed.stderr.decode()
+
+    # a configuration that names no store is left alone: the store is given to this run only
+    write(config, "# kept as it is\n")
+    chosen, exported, said = start_store(tmp_path, config, legacy)
+    assert (chosen, exported) == (str(legacy), str(legacy)) and "ASSETFS_STORE=" in said
+    assert config.read_text() == "# kept as it is\n"
+
+
+def test_start_with_a_bad_system_config_stops_with_its_error(tmp_path):
+    config = write(tmp_path / "assetfs.toml", 'store = "relative"\n')
+    environment = {key: value for key, value in os.environ.items() if key != "ASSETFS_STORE"}
+    result = subprocess.run(["bash", "-c", f"set -euo pipefail; source {SETUP}; source {STORE}; choose_start_store"],
+                            capture_output=True, timeout=120, env={**environment, "ASSETFS_CONFIG": str(config)})
+    assert result.returncode != 0
+    assert "absolute path" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
