@@ -161,3 +161,12 @@ def test_start_with_a_bad_system_config_stops_with_its_error(tmp_path):
                             capture_output=True, timeout=120, env={**environment, "ASSETFS_CONFIG": str(config)})
     assert result.returncode != 0
     assert "absolute path" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+
+
+def test_ensure_on_path_not_as_root_says_how_to_run_assetfs():
+    environment = {key: value for key, value in os.environ.items() if key != "ASSETFS_BIN_DIR"}
+    result = subprocess.run(["runuser", "-u", "nobody", "--", "bash", "-c", f"source {SETUP}; ensure_on_path"],
+                            capture_output=True, timeout=120, env=environment, cwd="/")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == f"{REPO / '.venv' / 'bin' / 'assetfs'}\n"
+    assert "not root" in result.stderr.decode() and "PATH" in result.stderr.decode()
