@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,31 +25,47 @@ from cas.catalog.base import first_line
 from cas.errors import AssetfsError, BadInput, CatalogError, NotFound
 from cas.faults import crash_point
 from cas.ids import parse_object_id
+from cas.locate import StoreChoice, check_store, choose_store
+from cas.lookup import named_objects, object_at, parse_named_path
 from cas.model import ObjectInfo, PutResult, iso_time
 from cas.store import PutRequest, Store
 from cas.validate import check_bucket, split_name
 
-DEFAULT_STORE = "./assetfs-data"
-
 
 class Context:
-    def __init__(self, store_path: str) -> None:
-        self.store_path = Path(store_path)
+    """The store a command works on, chosen as cas/locate.py says."""
+
+    def __init__(self, store_option: str | None) -> None:
+        self.store_option = store_option
+
+    @cached_property
+    def choice(self) -> StoreChoice:
+        return choose_store(self.store_option)
+
+    @property
+    def store_path(self) -> Path:
+        return self.choice.path
+
+    def existing_store(self) -> Path:
+        """The chosen store's path, or one line saying which path was tried and why."""
+        return check_store(self.choice)
 
     def open(self) -> Store:
-        return Store.open(self.store_path)
+        return Store.open(self.existing_store())
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "store_path", envvar="ASSETFS_STORE", default=DEFAULT_STORE, show_default=True,
-              help="The store's folder (or set ASSETFS_STORE).")
+@click.option("--store", "store_option", metavar="PATH",
+              help="The store's folder (default: $ASSETFS_STORE, else 'store' in /etc/assetfs.toml, "
+                   "else /var/lib/assetfs).")
+@click.version_option(package_name="assetfs", prog_name="assetfs", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, store_path: str) -> None:
+def cli(ctx: click.Context, store_option: str | None) -> None:
     """assetfs: a content-addressed asset store with a FUSE view."""
-    ctx.obj = Context(store_path)
+    ctx.obj = Context(store_option)
 
 
 @cli.command()
@@ -77,30 +94,68 @@ def _parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
     return metadata
 
 
-def _names_for(files: list[str], name: str | None, no_name: bool) -> list[str | None]:
-    """The name each file gets in the bucket's tree: by default its own file name.
+def _expand(sources: list[str], recursive: bool) -> list[tuple[str, str | None]]:
+    """Each file to store and the name it gets by default: its file name, or with -r, for
+    the files under a folder, the folder's name and the path below it (as `cp -r` would).
+    Standard input has no name."""
+    expanded: list[tuple[str, str | None]] = []
+    for source in sources:
+        if source == "-":
+            expanded.append((source, None))
+        elif recursive and Path(source).is_dir():
+            expanded.extend(_walk(Path(source)))
+        else:
+            expanded.append((source, Path(source).name))
+    return expanded
 
-    `--name NAME` names a single file; `--name FOLDER/` puts every file into that folder.
-    Standard input gets a name only from `--name`.
+
+def _walk(folder: Path) -> list[tuple[str, str]]:
+    """Every regular file under `folder`, in name order, with its name `<folder name>/<path>`."""
+    top = folder.resolve().name
+    found: list[tuple[str, str]] = []
+
+    def refuse(error: OSError) -> None:
+        raise BadInput(f"{error.filename}: cannot read the folder: {error.strerror}")
+
+    for current, folders, files in os.walk(folder, onerror=refuse):
+        folders.sort()
+        for entry in folders:
+            if os.path.islink(os.path.join(current, entry)):
+                raise BadInput(f"{os.path.join(current, entry)} is a link to a folder; put -r does not follow them")
+        for entry in sorted(files):
+            path = os.path.join(current, entry)
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise BadInput(f"{path} is not a regular file")
+            relative = PurePosixPath(Path(path).relative_to(folder).as_posix())
+            found.append((path, str(PurePosixPath(top) / relative) if top else str(relative)))
+    return found
+
+
+def _names_for(sources: list[tuple[str, str | None]], name: str | None, no_name: bool,
+               recursive: bool) -> list[str | None]:
+    """The name each file gets in the bucket's tree: by default the one `_expand` gave it.
+
+    `--name NAME` names a single file; `--name FOLDER/` puts every file (with -r, every
+    tree) into that folder. Standard input gets a name only from `--name`.
     """
     if no_name and name is not None:
         raise BadInput("--name and --no-name exclude each other")
     if name == "":
         raise BadInput("--name must not be empty")
-    if name and len(files) > 1 and not name.endswith("/"):
-        raise BadInput("--name with several files must be a folder ending in '/'")
+    if name and not name.endswith("/") and (len(sources) > 1 or recursive):
+        raise BadInput("--name with several files or -r must be a folder ending in '/'")
     folder = name if name and name.endswith("/") else ""
-    if folder and "-" in files:
+    if folder and any(file == "-" for file, _ in sources):
         raise BadInput("standard input has no file name: give it a full --name, not a folder")
 
-    def name_of(file: str) -> str | None:
+    def name_of(default: str | None) -> str | None:
         if no_name:
             return None
         if name and not folder:
             return name
-        return None if file == "-" else folder + Path(file).name
+        return None if default is None else folder + default
 
-    return [name_of(file) for file in files]
+    return [name_of(default) for _, default in sources]
 
 
 def _check_sources(files: list[str]) -> int:
@@ -115,7 +170,7 @@ def _check_sources(files: list[str]) -> int:
         if not path.exists():
             raise BadInput(f"{file}: no such file")
         if path.is_dir():
-            raise BadInput(f"{file} is a folder, not a file")
+            raise BadInput(f"{file} is a folder, not a file (put -r stores a folder's files)")
         if not os.access(path, os.R_OK):
             raise BadInput(f"{file}: permission denied")
         total += path.stat().st_size
@@ -156,14 +211,20 @@ def put_record(result: PutResult) -> dict[str, Any]:
 @click.option("--content-type", help="Content type to record instead of detecting it.")
 @click.option("--expires-in", "expires_in", help="Delete the object after this long (e.g. 30d).")
 @click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record (repeatable).")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Store the files under folders, named by the folder's name and their path in it.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_context
 def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None, no_name: bool,
-        content_type: str | None, expires_in: str | None, meta: tuple[str, ...], as_json: bool) -> None:
+        content_type: str | None, expires_in: str | None, meta: tuple[str, ...], recursive: bool,
+        as_json: bool) -> None:
     """Store FILES (or '-' for standard input) in BUCKET."""
     check_bucket(bucket)
-    files_list = list(files)
-    names_list = _names_for(files_list, name, no_name)
+    sources = _expand(list(files), recursive)
+    if not sources:
+        raise BadInput("no files to store: the folders are empty")
+    files_list = [file for file, _ in sources]
+    names_list = _names_for(sources, name, no_name, recursive)
     metadata = _parse_metadata(meta)
     expires_at = time.time() + parse_duration(expires_in, "--expires-in") if expires_in is not None else None
     total = _check_sources(files_list)
@@ -171,34 +232,33 @@ def put(context: Context, bucket: str, files: tuple[str, ...], name: str | None,
         released: set[str] = set()  # objects whose last name a put took over
         store.catalog.on_released = released.update
         _check_names(store, bucket, files_list, names_list)
-        show_bar = progress.wanted(total, len(files_list))
-        with click.progressbar(length=total, label="storing", file=sys.stderr, hidden=not show_bar) as bar:
+        bar = progress.ByteBar(total, shown=progress.wanted(total, len(files_list)))
 
-            def requests() -> Iterator[PutRequest]:
-                """One request per file, opened only while the store reads it."""
-                for file, file_name in zip(files_list, names_list):
-                    if file == "-":
-                        filename = PurePosixPath(file_name).name if file_name else "stdin"
-                        yield PutRequest(progress.CountingReader(sys.stdin.buffer, bar), file_name, filename)
-                        continue
-                    with open(file, "rb") as stream:
-                        reader = progress.CountingReader(stream, bar)
-                        yield PutRequest(reader, file_name, Path(file).name)
-                        reader.finish(os.fstat(stream.fileno()).st_size)  # content found stored is not read
+        def requests() -> Iterator[PutRequest]:
+            """One request per file, opened only while the store reads it."""
+            for file, file_name in zip(files_list, names_list):
+                if file == "-":
+                    filename = PurePosixPath(file_name).name if file_name else "stdin"
+                    yield PutRequest(progress.CountingReader(sys.stdin.buffer, bar), file_name, filename)
+                    continue
+                with open(file, "rb") as stream:
+                    reader = progress.CountingReader(stream, bar)
+                    yield PutRequest(reader, file_name, Path(file).name)
+                    reader.finish(os.fstat(stream.fileno()).st_size)  # content found stored is not read
 
-            def show(result: PutResult) -> None:
-                if show_bar:
-                    click.echo("\r\033[K", nl=False, err=True)
-                click.echo(json.dumps(put_record(result)) if as_json else _put_line(result))
+        def show(result: PutResult) -> None:
+            bar.clear()
+            click.echo(json.dumps(put_record(result)) if as_json else _put_line(result))
 
-            try:
-                store.put_many(bucket, requests(), content_type=content_type, metadata=metadata,
-                               expires_at=expires_at, on_result=show)
-            finally:
-                if released:  # to the trash now, unless something else refers to them
-                    from casgc.recheck import recheck
+        try:
+            store.put_many(bucket, requests(), content_type=content_type, metadata=metadata,
+                           expires_at=expires_at, on_result=show)
+        finally:
+            bar.clear()
+            if released:  # to the trash now, unless something else refers to them
+                from casgc.recheck import recheck
 
-                    recheck(store, released)
+                recheck(store, released)
 
 
 # reading -------------------------------------------------------------------------------------
@@ -223,13 +283,18 @@ def cat(context: Context, object_id: str) -> None:
 
 @cli.command()
 @click.argument("object_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write (default: its filename).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write (default: its filename; '-' for standard output).")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @pass_context
 def get(context: Context, object_id: str, output: str | None, force: bool) -> None:
-    """Copy an object's content to a file."""
+    """Copy an object's content to a file (or with -o -, to standard output)."""
     with context.open() as store:
         info = store.get(object_id)
+        if output == "-":
+            with store.open_object(info.id) as source:
+                shutil.copyfileobj(source, sys.stdout.buffer, 1024 * 1024)
+            return
         target = Path(output or info.filename)
         if target.exists() and not force:
             raise BadInput(f"{target} exists; use --force to replace it")
@@ -248,15 +313,28 @@ def get(context: Context, object_id: str, output: str | None, force: bool) -> No
         click.echo(f"{info.id}  {target}")
 
 
+def _object_id_of(store: Store, reference: str) -> str:
+    """An object id given as itself or as the name BUCKET/PATH of the object."""
+    if "/" not in reference:
+        return parse_object_id(reference)
+    try:
+        path = parse_named_path(reference, "name")
+    except BadInput:
+        raise BadInput(f"neither an object id nor a BUCKET/PATH name: {reference!r}") from None
+    return object_at(store, path)
+
+
 @cli.command()
-@click.argument("object_id")
+@click.argument("reference", metavar="ID|BUCKET/PATH")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def stat(context: Context, object_id: str, as_json: bool) -> None:
-    """Show an object's metadata, names and holds."""
+def stat(context: Context, reference: str, as_json: bool) -> None:
+    """Show an object's metadata, names and holds (by id, or by a name it has)."""
     with context.open() as store:
-        info = store.get(object_id)
+        info = store.get(_object_id_of(store, reference))
         record = object_record(info, store.holds(info.id))
+        if "/" in reference:  # by name: the name it was found by
+            record["name"] = reference.partition("/")[2].strip("/")
     if as_json:
         click.echo(json.dumps(record))
         return
@@ -266,20 +344,28 @@ def stat(context: Context, object_id: str, as_json: bool) -> None:
         click.echo(f"{key + ':':14} {'' if value is None else value}")
 
 
-def _ls_line(info: ObjectInfo) -> str:
-    where = info.names[0] if info.names else f"{info.id}/{info.filename}"
+def _ls_line(info: ObjectInfo, name: str | None = None) -> str:
+    where = name or (info.names[0] if info.names else f"{info.id}/{info.filename}")
     return f"{info.id}  {info.size:>12}  {iso_time(info.created_at)}  {info.bucket}/{where}"
 
 
 @cli.command("ls")
-@click.argument("bucket", required=False)
+@click.argument("where", metavar="[BUCKET | BUCKET/FOLDER/ | BUCKET/PATH]", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def ls(context: Context, bucket: str | None, as_json: bool) -> None:
-    """List live objects (of BUCKET, or all), oldest first."""
+def ls(context: Context, where: str | None, as_json: bool) -> None:
+    """List live objects: of BUCKET (or all), oldest first; or by name, under a folder of
+    a bucket's tree (one line per name, in name order)."""
     with context.open() as store:
-        for info in store.list(bucket):
-            click.echo(json.dumps(object_record(info)) if as_json else _ls_line(info))
+        if where is None or "/" not in where:
+            for info in store.list(where):
+                click.echo(json.dumps(object_record(info)) if as_json else _ls_line(info))
+            return
+        for name, info in named_objects(store, parse_named_path(where, "name")):
+            if as_json:
+                click.echo(json.dumps({**object_record(info), "name": name}))
+            else:
+                click.echo(_ls_line(info, name))
 
 
 # lifecycle -----------------------------------------------------------------------------------
@@ -346,6 +432,23 @@ def hold_rm(context: Context, object_id: str, owner: str) -> None:
         click.echo(f"released {parse_object_id(object_id)} for {owner}")
 
 
+@hold.command("ls")
+@click.argument("object_id", required=False)
+@click.option("--owner", help="Only this owner's holds.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def hold_ls(context: Context, object_id: str | None, owner: str | None, as_json: bool) -> None:
+    """List holds: of OBJECT_ID, of an owner, or all."""
+    with context.open() as store:
+        for row in store.list_holds(object_id, owner):
+            record = {"object_id": str(row["object_id"]), "owner": row["owner"], "bucket": row["bucket"],
+                      "created_at": iso_time(row["created_at"])}
+            if as_json:
+                click.echo(json.dumps(record))
+            else:
+                click.echo(f"{record['object_id']}  {record['created_at']}  {record['bucket']}  {record['owner']}")
+
+
 # checking ------------------------------------------------------------------------------------
 
 
@@ -387,25 +490,16 @@ def stats(context: Context, as_json: bool) -> None:
 def result_table(result: dict[str, Any]) -> str:
     rows = [("bucket", "objects", "blobs", "logical", "physical", "trashed")]
     for bucket, numbers in result["buckets"].items():
-        rows.append((bucket, numbers["objects"], numbers["blobs"], _bytes(numbers["logical_bytes"]),
-                     _bytes(numbers["physical_bytes"]), numbers["trashed_objects"]))
+        rows.append((bucket, numbers["objects"], numbers["blobs"], progress.human_bytes(numbers["logical_bytes"]),
+                     progress.human_bytes(numbers["physical_bytes"]), numbers["trashed_objects"]))
     total = result["total"]
-    rows.append(("(all)", total["objects"], total["blobs"], _bytes(total["logical_bytes"]),
-                 _bytes(total["physical_bytes"]), total["trashed_objects"]))
+    rows.append(("(all)", total["objects"], total["blobs"], progress.human_bytes(total["logical_bytes"]),
+                 progress.human_bytes(total["physical_bytes"]), total["trashed_objects"]))
     widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(str(cell).rjust(width) if index else str(cell).ljust(width)
                        for index, (cell, width) in enumerate(zip(row, widths))) for row in rows]
     lines.append(f"dedup ratio: {total['dedup_ratio']:.2f} (logical / physical bytes)")
     return "\n".join(lines)
-
-
-def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 # entry point ---------------------------------------------------------------------------------
@@ -478,10 +572,11 @@ def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, 
     from fusefs.mount import mount as mount_store
 
     options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
-    pid = mount_store(context.store_path, Path(mountpoint), options, foreground=foreground,
+    store_path = context.existing_store()
+    pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,
                       log_file=Path(log_file) if log_file else None)
     if pid is not None:
-        click.echo(f"mounted {context.store_path} at {mountpoint} (daemon pid {pid}); "
+        click.echo(f"mounted {store_path} at {mountpoint} (daemon pid {pid}); "
                    f"unmount with 'assetfs umount {mountpoint}'")
 
 
@@ -539,14 +634,18 @@ def trash_restore(context: Context, object_ids: tuple[str, ...]) -> None:
 
 
 @trash.command("purge")
-@click.option("--older-than", default="0s", show_default=True, help="Only objects deleted longer ago than this.")
+@click.option("--older-than", help="Only objects deleted longer ago than this (e.g. 1d).")
+@click.option("--all", "purge_all", is_flag=True, help="Every object in the trash, however recent.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def trash_purge(context: Context, older_than: str, as_json: bool) -> None:
+def trash_purge(context: Context, older_than: str | None, purge_all: bool, as_json: bool) -> None:
     """Remove trashed objects for good before their grace ends, and free their blobs."""
     from casgc.console import trash_purge as purge
 
-    seconds = parse_duration(older_than, "--older-than")
+    if purge_all == (older_than is not None):
+        raise BadInput("say what to purge: --older-than DURATION, or --all for the whole trash"
+                       if not purge_all else "--all and --older-than exclude each other")
+    seconds = 0.0 if purge_all else parse_duration(older_than, "--older-than")
     with context.open() as store:
         raise SystemExit(purge(store, seconds, as_json))
 
@@ -561,7 +660,7 @@ def serve(context: Context, listen: str | None, workers: int | None) -> None:
     """Serve the store over HTTP until SIGTERM or SIGINT (docs/http.md)."""
     from serve.server import run
 
-    run(context.store_path, listen, workers)
+    run(context.existing_store(), listen, workers)
 
 
 @cli.group()

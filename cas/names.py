@@ -202,9 +202,10 @@ def _resolve(tx: Transaction, bucket: str, parts: list[str]) -> Row | None:
     return node
 
 
-def rebind_object(tx: Transaction, bucket: str, object_id: str, trashed_names: str | None, now: float) -> list[str]:
-    """Give a restored object back the names it had, where they are still free; returns those."""
-    restored = []
+def restorable_names(tx: Transaction, bucket: str, trashed_names: str | None) -> list[dict]:
+    """The records of `objects.trashed_names` whose paths are still free: the names a restore
+    would give back now (`trash ls` shows them)."""
+    free = []
     for record in json.loads(trashed_names or "[]"):
         parts = record["path"].split("/")
         try:
@@ -213,6 +214,15 @@ def rebind_object(tx: Transaction, bucket: str, object_id: str, trashed_names: s
             continue  # a folder on the way is a file now
         if _resolve(tx, bucket, parts) is not None:
             continue  # the name now refers to another object
+        free.append(record)
+    return free
+
+
+def rebind_object(tx: Transaction, bucket: str, object_id: str, trashed_names: str | None, now: float) -> list[str]:
+    """Give a restored object back the names it had, where they are still free; returns those."""
+    restored = []
+    for record in restorable_names(tx, bucket, trashed_names):
+        parts = record["path"].split("/")
         bind(tx, bucket, parts, object_id, now, Owner(record["uid"], record["gid"]), record["mode"], record["xattrs"])
         restored.append(record["path"])
     return restored

@@ -643,6 +643,9 @@ class Store:
         def move(tx: Transaction) -> ObjectInfo:
             row = _lock_live(tx, object_id)
             if row is None:
+                if tx.one("select 1 as found from objects where id = :id", {"id": object_id}) is not None:
+                    raise NotFound(f"object {object_id} is in the trash already; "
+                                   f"'assetfs restore {object_id}' brings it back")
                 raise NotFound(f"no object {object_id} in the store")
             trash_object(tx, object_id, time.time(), self.config.bucket(row["bucket"]).grace)
             return ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}))
@@ -656,6 +659,8 @@ class Store:
         def bring_back(tx: Transaction) -> ObjectInfo:
             row = tx.one("select * from objects where id = :id and deleted_at is not null", {"id": object_id})
             if row is None:
+                if tx.one("select 1 as found from objects where id = :id", {"id": object_id}) is not None:
+                    raise NotFound(f"object {object_id} is not in the trash: it is live")
                 raise NotFound(f"no object {object_id} in the trash")
             now = time.time()
             restored = names.rebind_object(tx, row["bucket"], object_id, row["trashed_names"], now)
@@ -694,6 +699,44 @@ class Store:
             _touch(tx, object_id, time.time())
 
         self.catalog.run(remove)
+
+    def restore_names(self, trashed: list[ObjectInfo]) -> dict[str, list[str]]:
+        """For objects in the trash: the names a restore would give back now (those of the
+        names they had that are still free), by id."""
+
+        def read(tx: Transaction) -> dict[str, list[str]]:
+            found = {}
+            for info in trashed:
+                recorded = tx.value("select trashed_names from objects where id = :id", {"id": info.id})
+                found[info.id] = [record["path"] for record in names.restorable_names(tx, info.bucket, recorded)]
+            return found
+
+        return self.catalog.run(read, write=False) if trashed else {}
+
+    def list_holds(self, object_id: str | None = None, owner: str | None = None,
+                   page: int = 1000) -> Iterator[Row]:
+        """Holds (`object_id`, `owner`, `created_at`, the object's `bucket`), of one object
+        or one owner or all, in (object id, owner) order; streams in pages."""
+        where, params = [], {}
+        if object_id is not None:
+            where.append("h.object_id = :id")
+            params["id"] = parse_object_id(object_id)
+        if owner is not None:
+            where.append("h.owner = :owner")
+            params["owner"] = _check_owner(owner)
+        after: tuple[str, str] = (ZERO_ID, "")
+        while True:
+            sql = ("select h.object_id, h.owner, h.created_at, o.bucket "
+                   "from holds h join objects o on o.id = h.object_id "
+                   "where (h.object_id > :after_id or (h.object_id = :after_id and h.owner > :after_owner)) "
+                   + "".join(f"and {condition} " for condition in where)
+                   + "order by h.object_id, h.owner limit :limit")
+            bound = {**params, "after_id": after[0], "after_owner": after[1], "limit": page}
+            rows = self.catalog.run(lambda tx: tx.all(sql, bound), write=False)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = (str(rows[-1]["object_id"]), rows[-1]["owner"])
 
     def holds(self, object_id: str) -> list[str]:
         object_id = parse_object_id(object_id)

@@ -15,7 +15,7 @@ import click
 from casgc.report import RunReport
 from casgc.runner import purge_trash, run_once, watch
 from cas.errors import BadInput
-from cas.model import iso_time
+from cas.model import ObjectInfo, iso_time
 from cas.store import Store
 
 
@@ -73,13 +73,28 @@ def _stopped_by_signals() -> Iterator[threading.Event]:
             signal.signal(number, handler)
 
 
-def trash_list(store: Store, bucket: str | None, as_json: bool) -> None:
+def trash_list(store: Store, bucket: str | None, as_json: bool, page: int = 500) -> None:
+    """Trashed objects, each with the name it gets back on restore (the first of its names
+    still free; `names` lists them all); without one, restore leaves it in the id view."""
+    batch: list[ObjectInfo] = []
     for info in store.list(bucket, deleted=True):
+        batch.append(info)
+        if len(batch) == page:
+            _show_trashed(store, batch, as_json)
+            batch = []
+    _show_trashed(store, batch, as_json)
+
+
+def _show_trashed(store: Store, batch: list[ObjectInfo], as_json: bool) -> None:
+    restored = store.restore_names(batch)
+    for info in batch:
+        names = restored[info.id]
         if as_json:
-            click.echo(json.dumps(info.to_json()))
+            click.echo(json.dumps(info.to_json(names=names, name=names[0] if names else None)))
         else:
+            where = names[0] if names else f"{info.id}/{info.filename}"
             click.echo(f"{info.id}  {info.size:>12}  deleted {iso_time(info.deleted_at)}  "
-                       f"purge after {iso_time(info.purge_after)}  {info.bucket}/{info.filename}")
+                       f"purge after {iso_time(info.purge_after)}  {info.bucket}/{where}")
 
 
 def trash_purge(store: Store, older_than: float, as_json: bool) -> int:

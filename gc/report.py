@@ -4,6 +4,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from cas.model import iso_time
+
 MAX_MESSAGES = 20  # error messages kept per pass; the count covers all of them
 
 
@@ -70,7 +72,8 @@ class RunReport:
         return next(report for report in self.passes if report.name == name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "now": self.now, "passes": [report.to_json() for report in self.passes],
+        return {"dry_run": self.dry_run, "now": iso_time(self.now),
+                "passes": [report.to_json() for report in self.passes],
                 "errors": self.errors, "bytes_freed": self.bytes_freed, "skipped_buckets": self.skipped_buckets}
 
     def lines(self) -> list[str]:

@@ -212,7 +212,7 @@ def test_trash_purge_frees_space_before_the_grace_ends(gc_store: Store) -> None:
     assert [info.id for info in gc_store.list(deleted=True)] == [new.id]
     assert not gc_store.tree.blob_path(old.hash).exists()
 
-    run_cli(gc_store.root, "trash", "purge")
+    run_cli(gc_store.root, "trash", "purge", "--all")
     assert list(gc_store.list(deleted=True)) == []
     assert unused_blobs(gc_store) == []
     assert_consistent(gc_store)

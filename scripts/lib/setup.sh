@@ -1,12 +1,16 @@
 # Shared setup steps for scripts/test, scripts/start and scripts/bench.
 #
 # Source this file from a bash script that runs with `set -euo pipefail`, then call:
-#   ensure_debian_packages   install the Debian packages assetfs needs (only the missing ones)
-#   ensure_debian_packages PKG...   those packages instead (only the missing ones)
+#   ensure_debian_packages [test]   install the Debian packages the main job needs (with
+#                            `test`, also the test stack's), only the missing ones
+#   ensure_debian_packages PKG...   those packages (only the missing ones)
 #   ensure_ceph_packages     the Ceph daemons and ceph-fuse the long CephFS test runs (--long only)
-#   ensure_venv              create .venv and `pip install -e '.[test]'` when pyproject.toml changed
+#   ensure_venv [EXTRAS]     create .venv and `pip install -e '.[EXTRAS]'` when pyproject.toml
+#                            changed or EXTRAS (e.g. `test`) are not installed yet
 #   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
 #                            pyproject.toml when MODULE does not import (after ensure_venv)
+#   ensure_on_path           as root, link $ASSETFS_BIN_DIR/assetfs (default /usr/local/bin)
+#                            to .venv/bin/assetfs
 #   ensure_postgres          start (or create) the PostgreSQL cluster, the `assetfs` role
 #                            and the `assetfs_test` database
 #   ensure_postgres_database NAME   another database owned by `assetfs` (after ensure_postgres)
@@ -16,22 +20,25 @@
 
 ASSETFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ASSETFS_VENV="$ASSETFS_ROOT/.venv"
+ASSETFS_BIN_DIR="${ASSETFS_BIN_DIR:-/usr/local/bin}"
 
+# What the main job (scripts/start) needs: the mount, the venv, content detection.
 ASSETFS_DEBIAN_PACKAGES=(
     fuse3 libfuse3-dev pkg-config   # the FUSE mount; pyfuse3 builds against libfuse3
     gcc libc6-dev python3-dev       # pyfuse3 ships no wheels: its C extension is compiled
     python3-venv                    # `python3 -m venv` on Debian's python
+    libmagic1                       # content types detected from the data (python-magic)
+)
+
+# What scripts/test (and scripts/bench) add: the servers and tools the tests drive.
+ASSETFS_TEST_DEBIAN_PACKAGES=(
     postgresql                      # the shared catalog the tests run against
-    rsync attr libmagic1 bindfs b3sum
+    rsync attr bindfs b3sum         # copies into the mount, xattrs, the benchmarks' baselines
+    nginx-light curl                # a real nginx in front of `assetfs serve` (tests/test_serve_nginx.py)
 )
 
 # tests/test_cephfs.py: a one-node cluster with two ceph-fuse clients ($CEPHFS_TOOLS)
 ASSETFS_CEPH_PACKAGES=(ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common)
-
-# Only the tests need these (scripts/test installs them; scripts/start does not).
-ASSETFS_TEST_DEBIAN_PACKAGES=(
-    nginx-light curl                # a real nginx in front of `assetfs serve` (tests/test_serve_nginx.py)
-)
 
 ASSETFS_PG_ROLE=assetfs
 ASSETFS_PG_PASSWORD=assetfs
@@ -64,11 +71,16 @@ as_root() {
 
 # ensure_debian_packages [PKG...]: the given packages, or ASSETFS_DEBIAN_PACKAGES.
 ensure_debian_packages() {
-    if [ "$#" -gt 0 ]; then
-        install_debian_packages "test packages" "$@"
-        return
-    fi
-    install_debian_packages "debian packages" "${ASSETFS_DEBIAN_PACKAGES[@]}"
+    local wanted=("${ASSETFS_DEBIAN_PACKAGES[@]}")
+    case "${1:-}" in
+        "") ;;
+        test) wanted+=("${ASSETFS_TEST_DEBIAN_PACKAGES[@]}") ;;
+        *)
+            install_debian_packages "debian packages" "$@"
+            return
+            ;;
+    esac
+    install_debian_packages "debian packages" "${wanted[@]}"
     [ -c /dev/fuse ] || setup_say "warning: /dev/fuse is missing; FUSE mounts will fail"
 }
 
@@ -109,10 +121,12 @@ venv_usable() {
     [ -x "$ASSETFS_VENV/bin/python" ] && "$ASSETFS_VENV/bin/python" -c '' 2>/dev/null
 }
 
+# The stamp holds the hash of pyproject.toml and the extras installed with it ("<hash> test").
 ensure_venv() {
+    local extras="${1:-}"
     local python="${ASSETFS_PYTHON:-python3}"
     local stamp="$ASSETFS_VENV/.assetfs-installed"
-    local want have=""
+    local hash have_hash="" have_extras="" install
 
     if ! venv_usable; then
         rm -rf "$ASSETFS_VENV"
@@ -120,26 +134,56 @@ ensure_venv() {
             setup_die "could not create $ASSETFS_VENV with $python"
     fi
 
-    want="$(sha256sum "$ASSETFS_ROOT/pyproject.toml" | cut -d' ' -f1)"
-    [ -f "$stamp" ] && have="$(cat "$stamp")"
-    if [ "$want" = "$have" ]; then
+    hash="$(sha256sum "$ASSETFS_ROOT/pyproject.toml" | cut -d' ' -f1)"
+    [ -f "$stamp" ] && read -r have_hash have_extras <"$stamp"
+    if [ "$hash" = "$have_hash" ] && { [ -z "$extras" ] || [ "$extras" = "$have_extras" ]; }; then
         setup_say "venv up to date (.venv, pyproject.toml unchanged)"
         return 0
     fi
 
-    pip_install_project test "$ASSETFS_VENV/pip-install.log"
-    echo "$want" >"$stamp"
-    setup_say "venv installed (.venv, pip install -e '.[test]')"
+    # Keep the extras installed before (a start after a test run leaves pytest in place).
+    [ "$hash" = "$have_hash" ] || [ -n "$extras" ] || extras="$have_extras"
+    install="."
+    [ -z "$extras" ] || install=".[$extras]"
+    pip_install_project "$install" "$ASSETFS_VENV/pip-install.log"
+    echo "$hash $extras" >"$stamp"
+    setup_say "venv installed (.venv, pip install -e '$install')"
 }
 
-# pip install -e '.[EXTRAS]' into .venv, quietly; on failure show the log's tail and stop.
+# As root, put `assetfs` on PATH: a link in $ASSETFS_BIN_DIR to the venv's script (a link, so
+# that it follows the checkout; replaced when it points elsewhere, never over a real file).
+# Prints what the user types to run assetfs.
+ensure_on_path() {
+    local link="$ASSETFS_BIN_DIR/assetfs" target="$ASSETFS_VENV/bin/assetfs"
+    if [ "$(id -u)" -ne 0 ] && [ "${ASSETFS_BIN_DIR}" = /usr/local/bin ]; then
+        setup_say "not root: no link in /usr/local/bin; run $target or add $ASSETFS_VENV/bin to PATH"
+        echo "$target"
+        return 0
+    fi
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        setup_say "warning: $link exists and is not a link; leaving it (run $target)"
+        echo "$target"
+        return 0
+    fi
+    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
+        mkdir -p "$ASSETFS_BIN_DIR"
+        ln -sfn "$target" "$link"
+        setup_say "linked $link -> $target"
+    else
+        setup_say "assetfs on PATH ($link -> $target)"
+    fi
+    echo assetfs
+}
+
+# pip install -e SPEC ('.' or '.[EXTRAS]') into .venv, quietly; on failure show the log's
+# tail and stop.
 pip_install_project() {
-    local extras="$1" log="$2"
+    local spec="$1" log="$2"
     if ! (cd "$ASSETFS_ROOT" &&
           "$ASSETFS_VENV/bin/python" -m pip install --disable-pip-version-check \
-              --no-input -e ".[$extras]") >"$log" 2>&1; then
+              --no-input -e "$spec") >"$log" 2>&1; then
         tail -n 30 "$log" >&2
-        setup_die "pip install -e '.[$extras]' failed (full log: $log)"
+        setup_die "pip install -e '$spec' failed (full log: $log)"
     fi
 }
 
@@ -149,7 +193,7 @@ ensure_venv_extra() {
         setup_say "venv has the '$extra' extra ($module)"
         return 0
     fi
-    pip_install_project "test,$extra" "$ASSETFS_VENV/pip-install-$extra.log"
+    pip_install_project ".[test,$extra]" "$ASSETFS_VENV/pip-install-$extra.log"
     setup_say "venv installed the '$extra' extra (pip install -e '.[test,$extra]')"
 }
 
