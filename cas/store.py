@@ -82,13 +82,15 @@ class StagedWrite:
     (kept unless the node's attributes changed after that), the content version it becomes,
     and the versions of the node it may replace (those its writer started from; None: any).
     A node at another version was changed by someone else meanwhile: the write becomes a
-    conflict copy beside it (docs/concurrency.md, "Many writers")."""
+    conflict copy beside it (docs/concurrency.md, "Many writers"). A write whose node was
+    deleted meanwhile goes to the trash of its bucket, without a name."""
 
     staged: StagedFile
     node: int
     mtime: float
     version: str
     bases: frozenset[str | None] | None
+    bucket: str | None = None  # the node's, as the mount knew it: for a node deleted before the commit
 
 
 def _node_place(tx: Transaction, node: int) -> tuple[str, str] | None:
@@ -107,7 +109,9 @@ class _Placement:
     filename: str  # the object's file name (its alias's)
 
     @classmethod
-    def of(cls, node: Row, filename: str | None, write: StagedWrite, now: float) -> "_Placement":
+    def of(cls, node: Row | None, filename: str | None, write: StagedWrite, now: float) -> "_Placement":
+        if node is None:
+            return cls("trash", f"untitled-{write.node}")
         if filename is None:
             return cls("trash", PurePosixPath(node["last_path"] or "untitled").name)
         if write.bases is not None and node["version"] not in write.bases:
@@ -129,10 +133,11 @@ class _Placement:
             return replace(result, name=path, conflict=True)
         if not result.deduplicated:  # its content is live already otherwise
             node = names.node_attrs(tx, write.node)
-            record = {"path": node["last_path"] or self.filename, "mode": node["mode"], "uid": node["uid"],
-                      "gid": node["gid"], "xattrs": node["xattrs"]}
-            tx.execute("update objects set trashed_names = :names where id = :id",
-                       {"names": json.dumps([record]), "id": object_id})
+            if node is not None:  # restored under the name it had; without a node, by id only
+                record = {"path": node["last_path"] or self.filename, "mode": node["mode"], "uid": node["uid"],
+                          "gid": node["gid"], "xattrs": node["xattrs"]}
+                tx.execute("update objects set trashed_names = :names where id = :id",
+                           {"names": json.dumps([record]), "id": object_id})
             trash_object(tx, object_id, now, grace)
         info = ObjectInfo.from_row(tx.one("select * from objects where id = :id", {"id": object_id}))
         return replace(result, object=info, trashed=True)
@@ -487,18 +492,18 @@ class Store:
                 results: list[PutResult | None] = [None] * len(writes)
                 for index, write in sorted(enumerate(writes), key=lambda pair: pair[1].staged.hash):
                     node = names.node_attrs(tx, write.node)
-                    if node is None:
-                        continue  # deleted with its names: nothing says where it belonged
+                    if node is None and write.bucket is None:
+                        continue  # deleted with its names, by a mount of an older version: nothing says where
                     now = time.time()
-                    filename = names.node_name(tx, write.node)
-                    place = _Placement.of(node, filename, write, now)
+                    place = _Placement.of(node, None if node is None else names.node_name(tx, write.node), write, now)
+                    bucket = write.bucket if node is None else node["bucket"]
                     plan = plans.get(index)
-                    if plan is None or (plan.bucket, plan.filename) != (node["bucket"], place.filename):
+                    if plan is None or (plan.bucket, plan.filename) != (bucket, place.filename):
                         # renamed since, or placed elsewhere: an object of its own, its alias made
                         # under the lock (kept for retries)
                         if plan is not None:
                             superseded.append(plan)
-                        plan = plans[index] = ahead.PlannedObject(write.staged, node["bucket"], new_object_id(),
+                        plan = plans[index] = ahead.PlannedObject(write.staged, bucket, new_object_id(),
                                                                   place.filename)
                         content_types[index] = detect_content_type(write.staged.head, place.filename)
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,

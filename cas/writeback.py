@@ -46,7 +46,8 @@ log = logging.getLogger("assetfs.writeback")
 JOURNAL_PREFIX = "closed-"
 
 
-ENTRY_NAME = re.compile(r"e(?P<seq>\d{1,19})_n(?P<node>\d{1,19})_t(?P<mtime>-?\d{1,30})_b(?P<base>-|[0-9a-f.]{1,80})")
+ENTRY_NAME = re.compile(r"e(?P<seq>\d{1,19})_n(?P<node>\d{1,19})_t(?P<mtime>-?\d{1,30})_b(?P<base>-|[0-9a-f.]{1,80})"
+                        r"(?:_k(?P<bucket>[a-z0-9][a-z0-9._-]{0,62}))?")
 LEGACY_ENTRY_NAME = re.compile(r"(?P<seq>\d{1,19})-(?P<node>\d{1,19})-(?P<mtime>-?\d{1,30})")  # before versions
 NO_VERSION = "-"  # in an entry's name: the node had no version (a new file, or a node from before versions)
 UNCHECKED = None  # base of an entry written before versions existed: committed without a check
@@ -62,6 +63,7 @@ class ClosedFile:
     mtime_ns: int
     base: str | None  # the node's version the content was written from (None: none); see UNCHECKED
     checked: bool = True  # False for entries from before versions
+    bucket: str | None = None  # the node's bucket: where the file goes should its node be deleted meanwhile
 
     @property
     def mtime(self) -> float:
@@ -73,8 +75,8 @@ class ClosedFile:
         return f"{self.path.parent.name.removeprefix(JOURNAL_PREFIX)}.{self.seq}"
 
     @classmethod
-    def name_for(cls, seq: int, node: int, mtime_ns: int, base: str | None) -> str:
-        return f"e{seq:012d}_n{node}_t{mtime_ns}_b{NO_VERSION if base is None else base}"
+    def name_for(cls, seq: int, node: int, mtime_ns: int, base: str | None, bucket: str) -> str:
+        return f"e{seq:012d}_n{node}_t{mtime_ns}_b{NO_VERSION if base is None else base}_k{bucket}"
 
     @classmethod
     def parse(cls, path: Path) -> ClosedFile | None:
@@ -82,7 +84,7 @@ class ClosedFile:
         if match is not None:
             base = match["base"]
             return cls(path, int(match["seq"]), int(match["node"]), int(match["mtime"]),
-                       None if base == NO_VERSION else base)
+                       None if base == NO_VERSION else base, bucket=match["bucket"])
         match = LEGACY_ENTRY_NAME.fullmatch(path.name)
         if match is not None:
             return cls(path, int(match["seq"]), int(match["node"]), int(match["mtime"]), None, checked=False)
@@ -121,14 +123,15 @@ class Journal:
         os.rename(starting, folder)
         return cls(folder, fd)
 
-    def record(self, fd: int, staged: Path | None, node: int, mtime: float, base: str | None) -> ClosedFile:
+    def record(self, fd: int, staged: Path | None, node: int, bucket: str, mtime: float,
+               base: str | None) -> ClosedFile:
         """Put a closed file's staged copy (`blobtree.new_staging_file`), written from content
-        version `base`, into the journal."""
+        version `base` of `node` in `bucket`, into the journal."""
         self._seq += 1
         mtime_ns = round(mtime * 1e9)
-        path = self.folder / ClosedFile.name_for(self._seq, node, mtime_ns, base)
+        path = self.folder / ClosedFile.name_for(self._seq, node, mtime_ns, base, bucket)
         link_staging_file(fd, staged, self._lock_fd, path.name)
-        return ClosedFile(path, self._seq, node, mtime_ns, base)
+        return ClosedFile(path, self._seq, node, mtime_ns, base, bucket=bucket)
 
     def entries(self) -> list[ClosedFile]:
         found = (ClosedFile.parse(Path(entry.path)) for entry in os.scandir(self.folder))
@@ -287,7 +290,7 @@ def _commit(store: Store, items: list[Item]) -> list[PutResult | None]:
     try:
         for entry, hash_hex, accepted in items:
             writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime,
-                                      entry.version, accepted))
+                                      entry.version, accepted, entry.bucket))
     except BaseException:
         for write in writes:
             store.tree.discard(write.staged)

@@ -65,12 +65,13 @@ class ClosedVersion:
 
 
 class NodeContent:
-    def __init__(self, contents: OpenContents, node: int, hash_hex: str | None, size: int, mtime: float,
-                 version: str | None, max_size: int | None) -> None:
+    def __init__(self, contents: OpenContents, node: int, bucket: str, hash_hex: str | None, size: int,
+                 mtime: float, version: str | None) -> None:
         self.contents = contents
         self.store = contents.store
         self.node = node
-        self.max_size = max_size  # the bucket's: a write or truncate past it fails with EFBIG
+        self.bucket = bucket
+        self.max_size = self.store.config.bucket(bucket).max_size  # a write or truncate past it: EFBIG
         self.hash = hash_hex  # the committed content (None: the node has no object yet: empty)
         # the content version the next closed copy is written from: the node's, as read from
         # the catalog, or the version of this mount's last closed copy (docs/concurrency.md)
@@ -181,7 +182,7 @@ class NodeContent:
             if self._staged_fd is None:
                 return
             size, hashing = self.size, self._hash
-            pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.mtime,
+            pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.bucket, self.mtime,
                                                self.version, size, lambda: hashing.hex_digest(size), self._committed)
             self.closed.append(ClosedVersion(self._staged_fd, size, pending))
             self._staged_fd = self._staged_path = None
@@ -289,7 +290,7 @@ class OpenContents:
                 self._detached.add(content)
             content = None
         if content is None:
-            content = NodeContent(self, node, hash_hex, size, mtime, version, self.store.config.bucket(bucket).max_size)
+            content = NodeContent(self, node, bucket, hash_hex, size, mtime, version)
             self._by_node[node] = content
         content.users += 1
         return content

@@ -177,12 +177,12 @@ class WriteBehind:
         self.large = Lane(self._commit)
         self.lanes = (self.small, self.large)
 
-    async def submit(self, fd: int, staged: Path | None, node: int, mtime: float, base: str | None, size: int,
-                     content_hash: Callable[[], str | None],
+    async def submit(self, fd: int, staged: Path | None, node: int, bucket: str, mtime: float, base: str | None,
+                     size: int, content_hash: Callable[[], str | None],
                      on_done: Callable[[Pending, Outcome], Awaitable[None]]) -> Pending:
-        """Record a closed file, written from the node's content version `base`, in the
-        journal (a link or rename in tmp/, in a worker thread) and queue its commit."""
-        closed = await trio.to_thread.run_sync(self.journal.record, fd, staged, node, mtime, base)
+        """Record a closed file of `node` in `bucket`, written from the node's content version
+        `base`, in the journal (a link or rename in tmp/, in a worker thread) and queue its commit."""
+        closed = await trio.to_thread.run_sync(self.journal.record, fd, staged, node, bucket, mtime, base)
         pending = Pending(closed, size, content_hash, on_done, queued_at=trio.current_time())
         lane = next((lane for lane in self.lanes if lane.holds(node)), self.large if size > LARGE_BYTES else self.small)
         lane.add(pending)

@@ -235,3 +235,29 @@ def test_a_file_removed_before_its_commit_goes_to_the_trash_under_its_name(store
     [record] = trashed(store_root, "photos").values()
     run_cli(store_root, "restore", record["id"])
     assert names_in(store_root, "photos") == {"brief.txt": b"closed, then removed before its commit"}
+
+
+def test_a_file_whose_node_another_mount_deleted_before_its_commit_goes_to_the_trash(store_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    """A closes a new file (held in its journal); B removes the name and, once it ends, deletes
+    the nameless node: A's commit then has no node, yet the closed version is kept (found by
+    the model test: it was lost)."""
+    a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log", env=HELD)
+    try:
+        (a.path / "photos").mkdir()
+        (a.path / "photos" / "x.txt").write_bytes(b"closed in A, not committed")
+        b = start_mount(store_root, tmp_path / "b", tmp_path / "b.log")
+        try:
+            os.unlink(b.path / "photos" / "x.txt")
+        finally:
+            assert stop_mount(b) == 0
+        with Store.open(store_root) as store:
+            nodes = store.catalog.run(lambda tx: tx.all("select id from nodes where kind = 'file'"), write=False)
+        assert nodes == [], "B left the node: this test no longer covers a deleted node"
+        a.settle()
+    finally:
+        assert stop_mount(a) == 0
+    [record] = trashed(store_root, "photos").values()
+    run_cli(store_root, "restore", record["id"])
+    with Store.open(store_root) as store:
+        assert store.open_object(record["id"]).read() == b"closed in A, not committed"
