@@ -35,7 +35,6 @@ that names the key, so a typo never silently falls back to a default.
     base_url = "https://assets.example.org"   # what `assetfs url` and the API's links start with
 """
 
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +50,6 @@ from cas.validate import check_bucket
 CONFIG_NAME = "assetfs.toml"
 DAY = 86400.0
 MIB = 1024 * 1024
-_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 
 
 @dataclass(frozen=True)
@@ -127,10 +124,11 @@ def _positive_duration(value: Any, where: str) -> float:
 
 
 def _size(value: Any, where: str) -> int:
-    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise BadInput(f"{CONFIG_NAME}: {where} must be a size such as '8MiB', '512KiB' or '0', got {value!r}")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    return parse_size(value, what=f"{CONFIG_NAME}: {where}")
+
+
+def _size_or_zero(value: Any, where: str) -> int:
+    return parse_size(value, what=f"{CONFIG_NAME}: {where}", minimum=0)
 
 
 def _text(value: Any, where: str) -> str:
@@ -169,10 +167,6 @@ def _syncfs(value: Any, where: str) -> str:
 _STORAGE_KEYS = {"syncfs": _syncfs}
 
 
-def _size(value: Any, where: str) -> int:
-    return parse_size(value, what=f"{CONFIG_NAME}: {where}")
-
-
 _BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "public": _boolean,
                 "max_size": _size}
 
@@ -192,7 +186,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         "database_url": _text,
         "orphan_grace": _duration,
         "write_lock_timeout": _positive_duration,
-        "disk_reserve": _size,
+        "disk_reserve": _size_or_zero,
         "gc": lambda value, where: GcConfig(**_table(value, where, _GC_KEYS)),
         "storage": lambda value, where: StorageConfig(**_table(value, where, _STORAGE_KEYS)),
         "bucket_defaults": lambda value, where: BucketConfig(**_table(value, where, _BUCKET_KEYS)),

@@ -346,16 +346,21 @@ def _name_record(tx: Transaction, node: int, path: str) -> dict:
     return {"path": path, "mode": row["mode"], "uid": row["uid"], "gid": row["gid"], "xattrs": row["xattrs"]}
 
 
+LET_GO = 0.0  # `objects.touched_at` of an object that lost its last name: check it at once
+
+
 def _let_go(tx: Transaction, object_id: str, records: list[dict], now: float) -> None:
     """An object lost a name: touch it (a reference was dropped). When no name is left, remember
-    the names it had (for restore from the trash) and report it (`Transaction.released`), so
-    that its reference check runs now rather than after the collector's `min_age`."""
+    the names it had (for restore from the trash), mark it for a check now rather than after
+    the collector's `min_age` (`touched_at` = LET_GO: whoever runs next checks it, should the
+    view that made the change die first) and report it (`Transaction.released`), so the view
+    checks it within seconds."""
     touch_object(tx, object_id, now)
     if tx.one("select 1 as found from nodes where object_id = :id limit 1", {"id": object_id}) is not None:
         return
-    if records:
-        tx.execute("update objects set trashed_names = :names where id = :id and deleted_at is null",
-                   {"names": json.dumps(records), "id": object_id})
+    tx.execute("update objects set touched_at = :let_go, trashed_names = coalesce(:names, trashed_names) "
+               "where id = :id and deleted_at is null",
+               {"let_go": LET_GO, "names": json.dumps(records) if records else None, "id": object_id})
     tx.released().add(object_id)
 
 

@@ -4,7 +4,8 @@ seconds, in the background (`casgc.recheck`; docs/concurrency.md, "A name let go
 The catalog reports such objects after each commit that removed a name (`Catalog.on_released`,
 from whichever worker thread committed); a trio task checks what has gathered every
 INTERVAL_S, in a worker thread. An object whose blob a put holds just then is checked again
-next time; what is left at unmount is checked before the mount ends.
+next time; what is left at unmount is checked before the mount ends, and what a killed
+mount left is checked by the next one (`casgc.recheck.let_go_waiting`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import trio
 
 from cas.store import Store
-from casgc.recheck import recheck
+from casgc.recheck import let_go_waiting, recheck
 
 log = logging.getLogger("assetfs.mount")
 
@@ -52,7 +53,9 @@ class LetGo:
             self.add(set(report.busy))
 
     async def run(self) -> None:
-        """Check what gathered, every INTERVAL_S, until cancelled."""
+        """Check what an earlier view left unchecked, then what gathers, every INTERVAL_S,
+        until cancelled."""
+        self.add(set(await trio.to_thread.run_sync(let_go_waiting, self.store)))
         while True:
             await trio.sleep(INTERVAL_S)
             await trio.to_thread.run_sync(self.check)

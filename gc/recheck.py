@@ -9,7 +9,10 @@ with the name it had; a hold or a rule still does → it stays live (and touched
 collector). `min_age` is for objects that never had a name: an application may reference
 them a little after the put.
 
-The decision is the touched pass's, made the same way: the row locked first, then the blob
+Such an object is marked (`touched_at` = `names.LET_GO`, the epoch), so that a check a view
+could not run (it was killed first) is run by the next mount (`let_go_waiting`) or collector
+pass (the epoch is older than any `min_age` cutoff). The decision is the touched pass's, made
+the same way: the row locked first, then the blob
 lock only tried (a put holding it may be deduplicating onto the object), rules run as the
 collector runs them.
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 
 from casgc.references import BucketSkipped, References, UnknownBucket
 from cas.catalog import Transaction
+from cas.names import LET_GO
 from cas.store import Store, trash_object
 
 log = logging.getLogger("assetfs.gc")
@@ -31,6 +35,13 @@ class RecheckReport:
     trashed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # referenced, gone already, or its bucket skipped
     busy: list[str] = field(default_factory=list)  # its blob was locked by a put: try again later
+
+
+def let_go_waiting(store: Store) -> list[str]:
+    """Objects that lost their last name and were not checked yet (their view ended first)."""
+    rows = store.catalog.run(lambda tx: tx.all(
+        "select id from objects where touched_at = :let_go and deleted_at is null", {"let_go": LET_GO}), write=False)
+    return [row["id"] for row in rows]
 
 
 def recheck(store: Store, object_ids: Iterable[str]) -> RecheckReport:
@@ -54,9 +65,10 @@ def _check(tx: Transaction, store: Store, references: References, object_id: str
         references.check_bucket(tx, row["bucket"])
         if not tx.try_lock_blob(row["hash"]):
             return "busy"
-        if references.referenced(tx, row):
+        if references.referenced(tx, row):  # touched as any other, for the collector after min_age
+            tx.execute("update objects set touched_at = :now where id = :id", {"now": time.time(), "id": object_id})
             return "kept"
     except (BucketSkipped, UnknownBucket):
-        return "kept"  # the collector reports these
+        return "kept"  # the collector reports these (and checks it again on its next pass)
     trash_object(tx, object_id, time.time(), store.config.bucket(row["bucket"]).grace)
     return "trashed"

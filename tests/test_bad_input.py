@@ -358,7 +358,7 @@ def test_init_on_a_non_empty_folder_that_is_not_a_store(tmp_path: Path, database
         ('write_lock_timeout = "0s"\n', "write_lock_timeout"),
         ('[gc]\nrule_timeout = "0s"\n', "rule_timeout"),
         ('disk_reserve = "8 potatoes"\n', "disk_reserve"),
-        ("disk_reserve = 8\n", "disk_reserve"),
+        ("disk_reserve = -1\n", "disk_reserve"),
     ],
 )
 def test_bad_config_names_the_key(store_root: Path, config: str, key: str) -> None:
