@@ -41,7 +41,7 @@ def test_commands_on_a_full_disk(disk: Path, database_url: str | None) -> None:
     assert "clean" in run_cli(root, "fsck").stdout.decode()
 
     run_cli(root, "rm", big_id)
-    purged = run_cli(root, "trash", "purge").stdout.decode()
+    purged = run_cli(root, "trash", "purge", "--all").stdout.decode()
     assert "1 purged" in purged and "1 swept" in purged
     assert free_bytes(disk) >= len(big)  # the blob's space is free again
     run_cli(root, "gc")
