@@ -44,8 +44,8 @@ def test_umount_refuses_a_tmpfs_and_leaves_it_mounted(tmpfs: Path) -> None:
     assert (tmpfs / "precious.txt").read_text() == "keep me"
 
 
-def test_mount_over_a_tmpfs_is_refused_without_suggesting_umount(tmpfs: Path) -> None:
-    line = assert_error(run_cli(NO_STORE, "mount", str(tmpfs), check=None), 2)
+def test_mount_over_a_tmpfs_is_refused_without_suggesting_umount(tmpfs: Path, store_root: Path) -> None:
+    line = assert_error(run_cli(store_root, "mount", str(tmpfs), check=None), 2)
     assert "assetfs umount" not in line and "tmpfs" in line, line
     assert mounted_at(tmpfs) == "tmpfs"
 
