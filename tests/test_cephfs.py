@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,16 @@ def _visible(path: Path, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+HOLDER = """
+with open(sys.argv[1], "wb") as file:
+    file.write(b"begun before B started")
+    file.flush()
+    print("open", flush=True)
+    sys.stdin.readline()
+    file.write(b", ended after B's fsck --repair")
+"""
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, tmp_path: Path) -> None:
     """Mounts on A and B of one store: B starting, stopping and `fsck --repair` on B while A
@@ -93,19 +104,23 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
     a = start_mount(root_a, tmp_path / "mnt-a", tmp_path / "a.log",
                     env={"ASSETFS_WRITEBEHIND_GATHER_S": "3600", "ASSETFS_FAIL": "tmpfile"})
     copying: subprocess.Popen | None = None
-    writer = None
+    writer: subprocess.Popen | None = None
     try:
         (a.path / "photos").mkdir()
         half = sorted(source.iterdir())[:FILES // 2]
         subprocess.run(["cp", *map(str, half), str(a.path / "photos")], check=True, timeout=300)
         journal_a = next((root_a / "tmp").glob("closed-*"))
         assert len(list(journal_a.iterdir())) >= FILES // 2
-        writer = open(a.path / "photos" / "open-on-a.txt", "wb")  # staged in a named file
-        writer.write(b"begun before B started")
-        writer.flush()
-        staged_on_a = {entry.name for entry in journal_a.iterdir() if entry.name.startswith("stage-")}
-        assert len(staged_on_a) == 1, "A stages the open file in a named file in its journal folder"
         copying = subprocess.Popen(["cp", "-r", f"{source}/.", str(a.path / "photos")], stderr=subprocess.PIPE)
+        # the file is held open by a process of its own: every process this test starts would
+        # otherwise close its inherited copy of the descriptor at exec, a close() of the file
+        writer = subprocess.Popen([sys.executable, "-c", HOLDER, str(a.path / "photos" / "open-on-a.txt")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert writer.stdout.readline() == b"open\n"
+        journal_seen_by_b = root_b / "tmp" / journal_a.name
+        staged_on_a = {entry.name for entry in journal_seen_by_b.iterdir()
+                       if entry.name.startswith("stage-") and entry.stat().st_size == len(b"begun before B started")}
+        assert len(staged_on_a) == 1, "A stages the open file in a named file in its journal folder"
 
         b = start_mount(root_b, tmp_path / "mnt-b", tmp_path / "b.log")
         try:
@@ -118,13 +133,9 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
         fsck_b = run_cli(root_b, "fsck", "--repair", "--orphan-grace", "0s", check=None)
         assert fsck_b.returncode == 0, fsck_b.stdout.decode() + fsck_b.stderr.decode()
         assert journal_a.is_dir(), "B removed the journal of the mount that runs on A"
-        # seen through client B: client A's view of a folder that A's own daemon keeps changing was
-        # seen to leave out files that are there (B lists them, and A's daemon goes on using them:
-        # the file's content is checked in full below)
-        journal_seen_by_b = root_b / "tmp" / journal_a.name
         assert all((journal_seen_by_b / name).exists() for name in staged_on_a), "B removed A's staging files"
-        writer.write(b", ended after B's fsck --repair")
-        writer.close()
+        writer.communicate(b"go\n", timeout=60)
+        assert writer.returncode == 0
         expected["open-on-a.txt"] = blake3.blake3(b"begun before B started, ended after B's fsck --repair").hexdigest()
 
         _, errors = copying.communicate(timeout=600)
@@ -132,8 +143,9 @@ def test_two_servers_share_a_store_on_cephfs(cephfs: CephFS, database_url: str, 
         copying = None
         a.settle()
     finally:
-        if writer is not None and not writer.closed:
-            writer.close()
+        if writer is not None and writer.poll() is None:
+            writer.kill()
+            writer.wait()
         if copying is not None:
             copying.kill()
             copying.wait()
