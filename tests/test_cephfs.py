@@ -71,6 +71,7 @@ def _visible(path: Path, timeout: float = 30.0) -> None:
 
 
 HOLDER = """
+import sys
 with open(sys.argv[1], "wb") as file:
     file.write(b"begun before B started")
     file.flush()
