@@ -29,10 +29,12 @@ The contract the model checks:
   within seconds; nothing acknowledged is lost: at the end every version is on a name, held,
   a conflict copy, or in the trash; `fsck --verify-content` is clean.
 
-Run longer: ASSETFS_MODEL_EXAMPLES / ASSETFS_MODEL_STEPS, or `scripts/test --long` (the
-`long` variant). ASSETFS_MODEL_SEED replays a seed; the seed and the failing example's steps
-are printed on failure. ASSETFS_MODEL_SHRINK=0 skips shrinking (which may take 5 minutes per
-distinct failure), ASSETFS_MODEL_VERBOSE=1 prints each step as it runs, and
+The default run uses one fixed seed (the same run every time); `scripts/test --long` (the
+`long` variant, 60 examples of 40 steps) draws a new one each time. Run longer also with
+ASSETFS_MODEL_EXAMPLES / ASSETFS_MODEL_STEPS. ASSETFS_MODEL_SEED replays a seed; the seed
+and the failing example's steps are printed on failure. ASSETFS_MODEL_SHRINK=0 skips
+shrinking (which may take 5 minutes per distinct failure), ASSETFS_MODEL_VERBOSE=1 prints each
+step as it runs, and
 ASSETFS_MODEL_IGNORE=trash,conflict,filename leaves those properties unchecked, to see what
 else fails while one is known broken.
 """
@@ -714,8 +716,9 @@ class ManyWriters(RuleBasedStateMachine):
         assert fsck.returncode == 0, f"fsck --verify-content:\n{fsck.stdout.decode()}{fsck.stderr.decode()}"
 
 
-def run_model(tmp_path: Path, database_url: str | None, examples: int, steps: int) -> None:
-    chosen = int(os.environ.get("ASSETFS_MODEL_SEED") or random.randrange(2**32))
+def run_model(tmp_path: Path, database_url: str | None, examples: int, steps: int,
+              fixed_seed: int | None = None) -> None:
+    chosen = int(os.environ.get("ASSETFS_MODEL_SEED") or fixed_seed or random.randrange(2**32))
     catalog = "sqlite" if database_url is None else "postgres"
     print(f"many-writers model: seed {chosen} (replay: ASSETFS_MODEL_SEED={chosen}), {examples} examples of "
           f"{steps} steps on {catalog}")
@@ -745,13 +748,19 @@ def run_model(tmp_path: Path, database_url: str | None, examples: int, steps: in
         bench.close()
 
 
+DEFAULT_SEED = 768221018
+
+
 def _setting(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
 
 @pytest.mark.timeout(1800)
 def test_many_writers_keep_one_truth(tmp_path: Path, database_url: str | None) -> None:
-    run_model(tmp_path, database_url, _setting("ASSETFS_MODEL_EXAMPLES", 5), _setting("ASSETFS_MODEL_STEPS", 15))
+    """The default run: a fixed seed, so that it is the same run every time (the long run draws
+    a new seed each time, to find what this one does not)."""
+    run_model(tmp_path, database_url, _setting("ASSETFS_MODEL_EXAMPLES", 5), _setting("ASSETFS_MODEL_STEPS", 15),
+              fixed_seed=DEFAULT_SEED)
 
 
 @pytest.mark.long
