@@ -127,6 +127,7 @@ class Model:
     versions: dict[int, Version] = field(default_factory=dict)
     pending: dict[str, list[PendingWrite]] = field(default_factory=lambda: {m: [] for m in MOUNTS})
     held: set[int] = field(default_factory=set)
+    held_in_trash: set[int] = field(default_factory=set)  # held, then removed with `rm`: held again once restored
     in_trash_with_names: dict[int, list[str]] = field(default_factory=dict)  # rm'd or unlinked
     removed_by_cli: set[int] = field(default_factory=set)  # `assetfs rm`: in the trash at once
     changed: dict[str, dict[str, float]] = field(default_factory=lambda: {name: {} for name in NAMES})
@@ -491,7 +492,9 @@ class ManyWriters(RuleBasedStateMachine):
         former = [n for n in NAMES if model.names[n] is not None and model.nodes[model.names[n]].committed == vid]
         for each in former:
             model.name_removed(each, CLI)
-        model.held.discard(vid)  # a hold does not keep a deleted object out of the trash
+        if vid in model.held:  # a hold does not keep a deleted object out of the trash, but it stays
+            model.held.discard(vid)
+            model.held_in_trash.add(vid)
         model.in_trash_with_names[vid] = former
         model.removed_by_cli.add(vid)
         self.step(f"cli: rm {model.versions[vid]!r} (names {former})")
@@ -520,6 +523,9 @@ class ManyWriters(RuleBasedStateMachine):
         self.world.cli_ok("restore", object_id)
         former = model.in_trash_with_names.pop(vid)
         model.removed_by_cli.discard(vid)
+        if vid in model.held_in_trash:  # its hold came back with it
+            model.held_in_trash.discard(vid)
+            model.held.add(vid)
         freed = [name for name in former if model.names[name] is None]
         for name in freed:
             model.names[name] = model.new_node(vid)
