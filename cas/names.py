@@ -183,7 +183,7 @@ def unbind_object(tx: Transaction, object_id: str) -> str:
     if not nodes:
         return "[]"  # most objects the collector purges have no name: skip the path query
     records = [
-        {"path": row["path"], "mode": node["mode"], "uid": node["uid"], "gid": node["gid"], "xattrs": node["xattrs"]}
+        name_record(node, row["path"])
         for row in _name_rows(tx, [object_id])
         for node in [nodes[row["node_id"]]]
     ]
@@ -340,10 +340,13 @@ def _entry_path(tx: Transaction, parent: int, name: str) -> str | None:
     return f"{folder}/{name}" if folder else name
 
 
+def name_record(node: Row, path: str) -> dict:
+    """A name (`path`, of the node `node`) as the trash keeps it for restore (`objects.trashed_names`)."""
+    return {"path": path, "mode": node["mode"], "uid": node["uid"], "gid": node["gid"], "xattrs": node["xattrs"]}
+
+
 def _name_record(tx: Transaction, node: int, path: str) -> dict:
-    """A name as the trash keeps it for restore (`objects.trashed_names`)."""
-    row = tx.one("select mode, uid, gid, xattrs from nodes where id = :node", {"node": node})
-    return {"path": path, "mode": row["mode"], "uid": row["uid"], "gid": row["gid"], "xattrs": row["xattrs"]}
+    return name_record(tx.one("select mode, uid, gid, xattrs from nodes where id = :node", {"node": node}), path)
 
 
 LET_GO = 0.0  # `objects.touched_at` of an object that lost its last name: check it at once

@@ -107,21 +107,22 @@ class _Placement:
 
     kind: str  # "node", "conflict" or "trash"
     filename: str  # the object's file name (its alias's)
+    node: Row | None  # the node's row, read in the commit's transaction (None: deleted)
 
     @classmethod
     def of(cls, node: Row | None, filename: str | None, write: StagedWrite, now: float) -> "_Placement":
         if node is None:
-            return cls("trash", f"untitled-{write.node}")
+            return cls("trash", f"untitled-{write.node}", node)
         if filename is None:
-            return cls("trash", PurePosixPath(node["last_path"] or "untitled").name)
+            return cls("trash", PurePosixPath(node["last_path"] or "untitled").name, node)
         if write.bases is not None and node["version"] not in write.bases:
-            return cls("conflict", names.conflict_name(filename, now))
-        return cls("node", filename)
+            return cls("conflict", names.conflict_name(filename, now), node)
+        return cls("node", filename, node)
 
     def bind(self, tx: Transaction, write: StagedWrite, result: PutResult, grace: float, now: float) -> PutResult:
         object_id = result.object.id
+        node = self.node
         if self.kind == "node":
-            node = names.node_attrs(tx, write.node)
             # an mtime set after the file was closed (rsync sets it then) wins over the close's
             mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
             names.rebind_node(tx, write.node, object_id, mtime, now, write.version)
@@ -132,10 +133,8 @@ class _Placement:
                         write.node, result.object.bucket, path)
             return replace(result, name=path, conflict=True)
         if not result.deduplicated:  # its content is live already otherwise
-            node = names.node_attrs(tx, write.node)
             if node is not None:  # restored under the name it had; without a node, by id only
-                record = {"path": node["last_path"] or self.filename, "mode": node["mode"], "uid": node["uid"],
-                          "gid": node["gid"], "xattrs": node["xattrs"]}
+                record = names.name_record(node, node["last_path"] or self.filename)
                 tx.execute("update objects set trashed_names = :names where id = :id",
                            {"names": json.dumps([record]), "id": object_id})
             trash_object(tx, object_id, now, grace)
