@@ -250,7 +250,7 @@ class TreeError(BadInput):
 def _node_query(where: str) -> str:
     return (
         "select n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
-        "n.version, n.last_path, "
+        "n.version, n.last_path, n.mtime_set_at, "
         "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
         f"from nodes n left join objects o on o.id = n.object_id where {where}"
     )
@@ -480,11 +480,14 @@ def link(tx: Transaction, node: int, parent: int, name: str, now: float) -> None
     _changed(tx, parent, now)
 
 
-NODE_FIELDS = ("mode", "uid", "gid", "mtime", "ctime", "xattrs")
+NODE_FIELDS = ("mode", "uid", "gid", "mtime", "ctime", "xattrs", "mtime_set_at")
 
 
 def update_node(tx: Transaction, node: int, **fields: object) -> None:
-    """Set some of mode, uid, gid, mtime, ctime, xattrs (JSON text) of a node."""
+    """Set some of mode, uid, gid, mtime, ctime, xattrs (JSON text) of a node; an mtime set
+    here is an explicit one (utimens): `mtime_set_at` records when, unless given."""
+    if "mtime" in fields and "mtime_set_at" not in fields:
+        fields["mtime_set_at"] = time.time()
     unknown = set(fields) - set(NODE_FIELDS)
     if unknown:
         raise ValueError(f"not node fields: {sorted(unknown)}")

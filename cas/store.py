@@ -123,8 +123,11 @@ class _Placement:
         object_id = result.object.id
         node = self.node
         if self.kind == "node":
-            # an mtime set after the file was closed (rsync sets it then) wins over the close's
-            mtime = write.mtime if write.mtime >= node["ctime"] else node["mtime"]
+            # an mtime set explicitly after the file was closed (rsync sets it then) wins over
+            # the close's; other changes since (a rename, chmod) leave the close's
+            # (docs/concurrency.md, "Times")
+            set_at = node["mtime_set_at"]
+            mtime = node["mtime"] if set_at is not None and set_at > write.mtime else write.mtime
             names.rebind_node(tx, write.node, object_id, mtime, now, write.version)
             return result
         if self.kind == "conflict":

@@ -76,6 +76,9 @@ class Operations(pyfuse3.Operations):
         self.handles: dict[int, ObjectHandle | NamedHandle | listing.DirHandle] = {}
         self.next_handle = 1
         self.unlinked: set[int] = set()  # nodes without a name, deleted when the kernel forgets them
+        # the content version of each named file whose pages the kernel may cache: an open
+        # of another version drops them (docs/fuse.md, "The kernel's caches")
+        self.cached_versions: dict[int, str | None] = {}
 
     # helpers -------------------------------------------------------------------------------
 
@@ -219,6 +222,7 @@ class Operations(pyfuse3.Operations):
             try:
                 if self.inodes.forget(inode, count) and inode >= NODE_BASE:
                     node = inode - NODE_BASE
+                    self.cached_versions.pop(node, None)
                     if node in self.unlinked and self.contents.get(node) is None:
                         self.unlinked.discard(node)
                         await self.thread(self.view.delete_node, node)
@@ -440,7 +444,19 @@ class Operations(pyfuse3.Operations):
         except BaseException:
             await self.contents.release(content)
             raise
-        return pyfuse3.FileInfo(fh=self.new_handle(NamedHandle(content, writable)))
+        return pyfuse3.FileInfo(fh=self.new_handle(NamedHandle(content, writable)),
+                                keep_cache=self.kernel_cache_current(content))
+
+    def kernel_cache_current(self, content: NodeContent) -> bool:
+        """Whether the pages the kernel caches for this file hold the content this open
+        serves. The kernel keeps a file's pages across opens and drops them only when it sees
+        the size or mtime change, which another writer's commit need not do (a 1-byte patch
+        keeps the size, `cp -p` the mtime): an open of another version than the one last
+        served drops them."""
+        node = content.node
+        current = node in self.cached_versions and self.cached_versions[node] == content.version
+        self.cached_versions[node] = content.version
+        return current
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -132,6 +132,75 @@ def test_two_mounts_see_each_others_commits_and_a_stale_write_becomes_a_conflict
     assert "Traceback" not in a.log_text() + b.log_text()
 
 
+def test_a_mount_sees_another_writers_commit_that_keeps_the_size_and_the_mtime(store_root: Path,
+                                                                             tmp_path: Path) -> None:
+    """The kernel keeps a file's pages across opens and drops them only when it sees the size
+    or the mtime change: a commit that changes neither (`cp -p` of a same-sized file) must
+    still reach the next open in another mount."""
+    a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log")
+    try:
+        b = start_mount(store_root, tmp_path / "b", tmp_path / "b.log")
+        try:
+            (a.path / "docs").mkdir()
+            path_a, path_b = a.path / "docs" / "x.txt", b.path / "docs" / "x.txt"
+            for content in (b"first version", b"other version"):  # the same size...
+                with open(path_a, "wb") as writer:
+                    writer.write(content)
+                os.utime(path_a, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))  # ...and mtime
+                a.settle()
+                time.sleep(ATTR_TIMEOUT_S + 0.2)
+                assert path_b.read_bytes() == content
+                assert path_b.stat().st_mtime_ns == 1_600_000_000 * 10**9
+        finally:
+            assert stop_mount(b) == 0
+    finally:
+        assert stop_mount(a) == 0
+
+
+def test_a_commit_keeps_its_close_mtime_when_the_file_was_renamed_after_the_close(store_root: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Only an mtime set explicitly after the close (rsync's utimens) wins over the close's; a
+    rename by another mount in between moves the ctime, not the mtime. Mount B reads the file,
+    renames it while A's 1-byte patch waits in A's journal, and sees the patch once A commits."""
+    a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log", env=HELD)
+    try:
+        b = start_mount(store_root, tmp_path / "b", tmp_path / "b.log")
+        try:
+            (a.path / "docs").mkdir()
+            (a.path / "docs" / "x.txt").write_bytes(b"a.txt#1")
+            a.settle()
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            assert (b.path / "docs" / "x.txt").read_bytes() == b"a.txt#1"
+            before = (b.path / "docs" / "x.txt").stat().st_mtime_ns
+            time.sleep(0.05)
+            with open(a.path / "docs" / "x.txt", "r+b") as patcher:
+                patcher.write(b"b")
+            patched_mtime = (a.path / "docs" / "x.txt").stat().st_mtime_ns
+            assert patched_mtime > before
+            os.rename(b.path / "docs" / "x.txt", b.path / "docs" / "y.txt")  # after A's close
+            a.settle()
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            assert (b.path / "docs" / "y.txt").read_bytes() == b"b.txt#1"
+            assert (b.path / "docs" / "y.txt").stat().st_mtime_ns == patched_mtime
+
+            os.utime(b.path / "docs" / "y.txt", ns=(10**18, 10**18))  # an explicit set after a close wins
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            with open(a.path / "docs" / "y.txt", "r+b") as patcher:
+                patcher.write(b"c")
+                closed_mtime = os.fstat(patcher.fileno()).st_mtime_ns
+            os.utime(b.path / "docs" / "y.txt", ns=(10**18 + 1000, 10**18 + 1000))
+            a.settle()
+            time.sleep(ATTR_TIMEOUT_S + 0.2)
+            assert (b.path / "docs" / "y.txt").read_bytes() == b"c.txt#1"
+            assert closed_mtime != 10**18 + 1000
+            assert (b.path / "docs" / "y.txt").stat().st_mtime_ns == 10**18 + 1000
+        finally:
+            assert stop_mount(b) == 0
+    finally:
+        assert stop_mount(a) == 0
+    assert "Traceback" not in a.log_text() + b.log_text()
+
+
 def test_the_journal_takes_mtimes_before_1970_and_a_file_that_is_no_entry_never_blocks_a_mount(
         store_root: Path, tmp_path: Path) -> None:
     source = tmp_path / "old.txt"

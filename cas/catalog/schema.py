@@ -136,6 +136,11 @@ MIGRATIONS: list[list[str]] = [
             expires_at {float}
         )""",
     ],
+    # 9: when a file's mtime was last set explicitly (utimens, `touch -d`): a mount's commit
+    # keeps the mtime of its close unless one was set after it (docs/concurrency.md, "Times")
+    [
+        "alter table nodes add column mtime_set_at {float}",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
