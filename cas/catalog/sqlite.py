@@ -156,7 +156,9 @@ class SqliteCatalog(Catalog):
             pass  # the transaction committed; the WAL is copied later (by this, or by a writer's commit)
 
     def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+        """A lock another connection held past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED)."""
+        return (isinstance(error, sqlite3.OperationalError)
+                and getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
 
     def sync(self) -> None:
         """Commits without fsync left their frames in the WAL file: flushing it makes them
