@@ -191,20 +191,23 @@ def test_mknod_makes_regular_files_fifos_sockets_and_devices(mounted: Mount) -> 
 # times and link counts ------------------------------------------------------------------------
 
 
-def test_atime_ctime_and_link_counts(mounted: Mount) -> None:
-    folder = mounted.path / "times" / "t"
-    folder.mkdir(parents=True)
-    path = folder / "file"
+def test_atime_is_kept_apart_from_mtime_and_set_by_utimensat(mounted: Mount) -> None:
+    path = mounted.path / "times" / "file"
+    path.parent.mkdir()
     path.write_bytes(b"some content")
-
-    # atime is kept apart from mtime and set by utimensat (reading does not change it)
     os.utime(path, ns=(1_000_000_000, 2_000_000_000))
     assert (os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns) == (1_000_000_000, 2_000_000_000)
-    path.read_bytes()
+    path.read_bytes()  # reading does not change it (docs/fuse.md, "Times")
     os.utime(path, ns=(3_000_000_000, os.stat(path).st_mtime_ns))  # touch -a
+    mounted.settle()
+    time.sleep(ATTR_TIMEOUT_S + 0.1)  # read again from the catalog
     assert (os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns) == (3_000_000_000, 2_000_000_000)
 
-    # open(O_TRUNC) changes ctime and mtime at once, as fstat sees on the open file
+
+def test_open_with_o_trunc_changes_ctime_and_mtime_at_once(mounted: Mount) -> None:
+    path = mounted.path / "times" / "file"
+    path.parent.mkdir()
+    path.write_bytes(b"some content")
     mounted.settle()
     before = os.stat(path)
     time.sleep(0.05)
@@ -215,27 +218,42 @@ def test_atime_ctime_and_link_counts(mounted: Mount) -> None:
         os.close(fd)
     assert during.st_size == 0
     assert during.st_ctime_ns > before.st_ctime_ns and during.st_mtime_ns > before.st_mtime_ns
-
-    # a file created and closed with nothing written: its commit (~100 ms later) moves no time
-    fd = os.open(folder / "new", os.O_CREAT | os.O_WRONLY, 0o644)
-    os.close(fd)
-    created = os.stat(folder / "new")
     mounted.settle()
+    time.sleep(ATTR_TIMEOUT_S + 0.1)
+    assert os.stat(path).st_ctime_ns == during.st_ctime_ns  # and the commit keeps them
+
+
+def test_the_commit_after_a_close_with_nothing_written_moves_no_time(mounted: Mount) -> None:
+    (mounted.path / "times").mkdir()
+    fd = os.open(mounted.path / "times" / "new", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+    created = os.stat(mounted.path / "times" / "new")
+    mounted.settle()  # its (empty) content is committed about 100 ms after the close
     time.sleep(ATTR_TIMEOUT_S + 0.1)  # past the attribute timeout: read again from the catalog
-    committed = os.stat(folder / "new")
+    committed = os.stat(mounted.path / "times" / "new")
     assert (committed.st_ctime_ns, committed.st_mtime_ns) == (created.st_ctime_ns, created.st_mtime_ns)
 
-    # a folder has 2 + its subfolders links
+
+def test_a_folder_has_two_links_and_one_per_subfolder(mounted: Mount) -> None:
+    folder = mounted.path / "times" / "t"
+    folder.mkdir(parents=True)
     (folder / "a").mkdir()
     (folder / "b").mkdir()
-    os.symlink("a", folder / "link to a")
+    (folder / "file").write_bytes(b"")
     assert os.stat(folder).st_nlink == 4
+    os.symlink("a", folder / "link to a")
+    assert os.stat(folder).st_nlink == 4  # a symlink to a folder is no subfolder
     assert os.stat(folder / "a").st_nlink == 2
     os.rmdir(folder / "b")
     assert os.stat(folder).st_nlink == 3
-    assert os.stat(mounted.path / "times").st_nlink == 3  # a bucket's top folder: 2 + its one subfolder
+    os.rename(folder / "a", folder.parent / "a")
+    assert os.stat(folder).st_nlink == 2
+    assert os.stat(mounted.path / "times").st_nlink == 4  # a bucket's top folder: 2 + t and a
 
-    # an open file whose last name is gone has no links
+
+def test_an_open_file_whose_last_name_is_gone_has_no_links(mounted: Mount) -> None:
+    folder = mounted.path / "times"
+    folder.mkdir()
     fd = os.open(folder / "open", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         os.write(fd, b"still here")
