@@ -107,6 +107,8 @@ def _ensure_dir(tx: Transaction, bucket: str, parent: int, name: str, now: float
         row = lookup(tx, parent, name)
         if row["id"] != node:  # created concurrently
             tx.execute("delete from nodes where id = :node", {"node": node})
+        else:
+            _count_subdir(tx, parent, 1)
     if row["kind"] != "dir":
         raise BadInput(f"{bucket}: {name!r} is a {nodekinds.describe(row['kind'])}, not a folder")
     return row["id"]
@@ -256,14 +258,13 @@ class TreeError(BadInput):
 
 
 # A node's attributes as the mount shows them: its row, its object's size and hash, its
-# names (`nlink`), and for a folder its subfolders and whether it is a bucket's top folder
-# (a folder's st_nlink is 2 + its subfolders while it has a name or is a top folder).
+# names (`nlink`), and for a folder its subfolders (`nodes.subdirs`) and whether it is a
+# bucket's top folder (a folder's st_nlink is 2 + its subfolders while it has a name or is a
+# top folder).
 _ATTR_COLUMNS = (
     "n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.atime, n.mtime, n.ctime, n.xattrs, "
-    "n.version, n.target, n.rdev, o.size, o.hash, "
+    "n.version, n.target, n.rdev, n.subdirs, o.size, o.hash, "
     "(select count(*) from entries c where c.node_id = n.id) as nlink, "
-    "case when n.kind = 'dir' then (select count(*) from entries c join nodes k on k.id = c.node_id "
-    "where c.parent_id = n.id and k.kind = 'dir') else 0 end as subdirs, "
     "case when n.kind = 'dir' then (select count(*) from buckets b where b.root_node = n.id) else 0 end as roots"
 )
 
@@ -325,7 +326,15 @@ def create_node(tx: Transaction, parent: int, name: str, kind: str, mode: int, o
     tx.execute("insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
                {"parent": parent, "name": name, "node": node})
     _changed(tx, parent, now)
+    if kind == nodekinds.DIR:
+        _count_subdir(tx, parent, 1)
     return node
+
+
+def _count_subdir(tx: Transaction, folder: int, delta: int) -> None:
+    """A subfolder came into (1) or left (-1) `folder`: `nodes.subdirs`, kept in the
+    transaction that changes the entries (the folder's row is locked by that change anyway)."""
+    tx.execute("update nodes set subdirs = subdirs + :delta where id = :node", {"delta": delta, "node": folder})
 
 
 def _changed(tx: Transaction, folder: int, now: float) -> None:
@@ -340,6 +349,8 @@ def _drop_entry(tx: Transaction, parent: int, name: str, node: int, now: float) 
     path = _entry_path(tx, parent, name) if last else None
     tx.execute("delete from entries where parent_id = :parent and name = :name", {"parent": parent, "name": name})
     _changed(tx, parent, now)
+    if tx.value("select kind from nodes where id = :node", {"node": node}) == nodekinds.DIR:
+        _count_subdir(tx, parent, -1)
     if not last:
         tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": node})
         return False
@@ -479,6 +490,9 @@ def rename(tx: Transaction, old_parent: int, old_name: str, new_parent: int, new
     )
     _changed(tx, old_parent, now)
     _changed(tx, new_parent, now)
+    if moved["kind"] == nodekinds.DIR and old_parent != new_parent:
+        _count_subdir(tx, old_parent, -1)
+        _count_subdir(tx, new_parent, 1)
     tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": moved["id"]})
     return orphan
 

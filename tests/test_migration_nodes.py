@@ -75,6 +75,8 @@ def test_migration_9_keeps_the_tree_and_never_reuses_a_node_id(tmp_path: Path,
         assert (attrs["kind"], attrs["target"], attrs["atime"]) == ("symlink", "file", 300.0)
         hard = catalog.run(lambda tx: names.lookup_attrs(tx, names.bucket_root(tx, "b"), "hard"), write=False)
         assert hard["nlink"] == 2
+        top = catalog.run(lambda tx: names.node_attrs(tx, names.bucket_root(tx, "b")), write=False)
+        assert (top["subdirs"], top["roots"]) == (1, 1)  # counted by the migration: one subfolder
 
         def dangling(tx) -> None:  # the foreign keys of entries still hold
             tx.execute("insert into entries (parent_id, name, node_id) values (:p, 'x', :missing)",

@@ -7,6 +7,7 @@ they are nodes like any file, renamed and removed by whichever mount.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 
@@ -159,3 +160,33 @@ async def test_another_mount_renames_and_removes_symlinks_and_fifos(start_ops: S
     assert await a.ops.readlink((await a.lookup(parent_a, "renamed")).st_ino, CTX) == b"target"
     await a.ops.unlink(parent_a, b"renamed", CTX)
     await expect(errno.ENOENT, b.lookup(parent_b, "renamed"))
+
+
+def assert_subdirs_counted(store_root) -> None:
+    """Every folder's `nodes.subdirs` is what counting its entries gives."""
+    with Store.open(store_root) as store:
+        wrong = store.catalog.run(lambda tx: tx.all(
+            "select id, subdirs, (select count(*) from entries e join nodes k on k.id = e.node_id "
+            "where e.parent_id = n.id and k.kind = 'dir') as counted from nodes n where kind = 'dir'"), write=False)
+    assert [row for row in wrong if row["subdirs"] != row["counted"]] == []
+
+
+async def test_a_folders_link_count_follows_mkdir_rmdir_rename_and_put(store_root, start_ops: Starter) -> None:
+    mount = await start_ops()
+    top = await mount.bucket("b")
+    parent = await folder(mount, "b", "d")
+    for name in (b"a", b"b", b"c"):
+        await mount.ops.mkdir(parent, name, 0o755, CTX)
+    await mount.ops.mkdir(top, b"x", 0o755, CTX)
+    assert (await mount.ops.getattr(parent, CTX)).st_nlink == 5
+    await mount.ops.rename(parent, b"a", top, b"x", 0, CTX)  # onto an empty folder elsewhere
+    await mount.ops.rename(parent, b"b", parent, b"c", 0, CTX)  # onto an empty folder beside it
+    await mount.ops.rename(parent, b"c", parent, b"renamed", 0, CTX)
+    assert (await mount.ops.getattr(parent, CTX)).st_nlink == 3
+    assert (await mount.ops.getattr(top, CTX)).st_nlink == 4  # d and x
+    with Store.open(store_root) as store:  # a put makes the folders of its name
+        store.put("b", io.BytesIO(b"data"), name="d/new/deeper/file.txt", filename="file.txt")
+    assert (await mount.ops.getattr(parent, CTX)).st_nlink == 4
+    await mount.ops.rmdir(parent, b"renamed", CTX)
+    assert (await mount.ops.getattr(parent, CTX)).st_nlink == 3
+    assert_subdirs_counted(store_root)

@@ -144,7 +144,8 @@ MIGRATIONS: list[list[str | Dialects]] = [
     ],
     # 9: the POSIX that tools rely on (docs/fuse.md, "Symlinks, special files and times"): a
     # node may be a symbolic link (its `target`), a FIFO, a socket or a device (`rdev`), and
-    # keeps its own `atime`. SQLite cannot change the `kind` check in place: the table is
+    # keeps its own `atime`; a folder counts its subfolders (`subdirs`: its st_nlink is 2 +
+    # them, without counting its entries at every stat). SQLite cannot change the `kind` check in place: the table is
     # rebuilt (with the foreign keys of `entries` checked at the commit, and the
     # AUTOINCREMENT counter kept, so no node id is ever used twice).
     [
@@ -155,6 +156,7 @@ MIGRATIONS: list[list[str | Dialects]] = [
                 "alter table nodes add column atime {float}",
                 "alter table nodes add column target text",
                 "alter table nodes add column rdev bigint",
+                "alter table nodes add column subdirs integer not null default 0",
             ],
             "sqlite": [
                 "pragma defer_foreign_keys = on",
@@ -176,7 +178,8 @@ MIGRATIONS: list[list[str | Dialects]] = [
                     last_path text,
                     atime {{float}},
                     target text,
-                    rdev bigint
+                    rdev bigint,
+                    subdirs integer not null default 0
                 )""",
                 "insert into nodes (id, bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version, last_path) "
                 "select id, bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version, last_path from nodes_copy",
@@ -190,6 +193,8 @@ MIGRATIONS: list[list[str | Dialects]] = [
             ],
         },
         "update nodes set atime = mtime",
+        "update nodes set subdirs = (select count(*) from entries e join nodes k on k.id = e.node_id "
+        "where e.parent_id = nodes.id and k.kind = 'dir') where kind = 'dir'",
     ],
 ]
 
