@@ -175,6 +175,7 @@ def test_mknod_makes_regular_files_fifos_sockets_and_devices(mounted: Mount) -> 
     char, block = os.lstat(folder / "null"), os.lstat(folder / "disk")
     assert stat.S_ISCHR(char.st_mode) and (os.major(char.st_rdev), os.minor(char.st_rdev)) == (1, 3)
     assert stat.S_ISBLK(block.st_mode) and (os.major(block.st_rdev), os.minor(block.st_rdev)) == (7, 0)
+    expect_errno({errno.EACCES}, lambda: os.open(folder / "null", os.O_RDONLY))  # the mount is nodev
 
     os.link(folder / "fifo", folder / "fifo too")
     assert os.lstat(folder / "fifo").st_nlink == 2
