@@ -532,7 +532,8 @@ def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: f
 
     The change time is the content's, not the commit's: the node's ctime moves to `mtime`
     (when its content last changed) if that is later, never past `now`. A file closed with
-    nothing written keeps its ctime when its commit lands (docs/fuse.md, "Times")."""
+    nothing written keeps its ctime when its commit lands (docs/fuse.md, "Symlinks, special
+    files and times")."""
     row = tx.one("select object_id, ctime from nodes where id = :node", {"node": node})
     ctime = now if row is None else max(row["ctime"], min(mtime, now))
     tx.execute("update nodes set object_id = :object_id, version = :version, mtime = :mtime, ctime = :ctime "

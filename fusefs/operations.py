@@ -406,8 +406,9 @@ class Operations(pyfuse3.Operations):
         parent = self.key(parent_inode)
         text = _new_name(name, parent)
         folder = self.writable_folder(parent)
+        stored = nodekinds.symlink_target(target)
         row = await self.thread(lambda: self.view.make_node(folder, text, nodekinds.SYMLINK, nodekinds.SYMLINK_MODE,
-                                                            _owner(ctx), target=nodekinds.symlink_target(target)))
+                                                            _owner(ctx), target=stored))
         return self.remembered(NamedNode(row["id"]), node_attr(row))
 
     @handler
