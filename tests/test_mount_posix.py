@@ -140,6 +140,35 @@ def test_symlinks_and_special_files_outlive_the_mount(store_root: Path, tmp_path
     assert run_cli(store_root, "fsck").returncode == 0
 
 
+def test_a_symlink_another_mount_replaced_or_removed_is_seen_within_the_entry_timeout(store_root: Path,
+                                                                                      tmp_path: Path) -> None:
+    a = start_mount(store_root, tmp_path / "a", tmp_path / "a.log")
+    try:
+        b = start_mount(store_root, tmp_path / "b", tmp_path / "b.log")
+        try:
+            (a.path / "b" / "d").mkdir(parents=True)
+            (a.path / "b" / "d" / "one").write_text("one\n")
+            (a.path / "b" / "d" / "two").write_text("two\n")
+            os.symlink("one", a.path / "b" / "d" / "link")
+            assert (a.path / "b" / "d" / "link").read_text() == "one\n"  # A's kernel knows the link now
+            time.sleep(ATTR_TIMEOUT_S + 0.1)
+            assert os.readlink(b.path / "b" / "d" / "link") == "one"
+            os.symlink("two", b.path / "b" / "d" / "new link")
+            os.rename(b.path / "b" / "d" / "new link", b.path / "b" / "d" / "link")  # ln -sfn
+            time.sleep(ATTR_TIMEOUT_S + 0.1)
+            assert os.readlink(a.path / "b" / "d" / "link") == "two"
+            assert (a.path / "b" / "d" / "link").read_text() == "two\n"
+            os.unlink(b.path / "b" / "d" / "link")
+            time.sleep(ATTR_TIMEOUT_S + 0.1)
+            assert not os.path.lexists(a.path / "b" / "d" / "link")
+        finally:
+            assert stop_mount(b) == 0
+    finally:
+        assert stop_mount(a) == 0
+    assert "Traceback" not in a.log_text() + b.log_text()
+    assert run_cli(store_root, "fsck").returncode == 0
+
+
 # special files ----------------------------------------------------------------------------------
 
 
