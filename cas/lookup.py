@@ -2,13 +2,15 @@
 
 A name is a path in a bucket's named tree (docs/schema.md, `nodes` and `entries`). The
 walk reads one folder page per short transaction, so a large tree is listed in bounded
-memory and without holding the catalog.
+memory and without holding the catalog. Symbolic links and the other nodes without content
+(cas/nodekinds.py) are no objects: `ls` passes over them, `stat` of one says what it is,
+and no path is resolved through a symlink (the kernel does that, in the mount).
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cas import names
+from cas import names, nodekinds
 from cas.catalog.base import Transaction
 from cas.errors import BadInput, NotFound
 from cas.model import ObjectInfo
@@ -64,6 +66,10 @@ def object_at(store: Store, path: NamedPath) -> str:
         raise NotFound(f"no object named {path.text}")
     if node["kind"] == "dir":
         raise NotFound(f"{path.text} is a folder, not an object; 'assetfs ls {path.text.rstrip('/')}/' lists it")
+    if node["kind"] == nodekinds.SYMLINK:
+        raise NotFound(f"{path.text} is a symbolic link to {node['target']!r}, not an object")
+    if node["kind"] != nodekinds.FILE:
+        raise NotFound(f"{path.text} is a {nodekinds.describe(node['kind'])}, not an object")
     return node["object_id"]
 
 
@@ -89,9 +95,10 @@ def named_objects(store: Store, path: NamedPath) -> Iterator[tuple[str, ObjectIn
     node = store.catalog.run(lambda tx: _node(tx, path), write=False)
     if node is None:
         raise NotFound(f"nothing is named {path.text} (no such {'folder' if path.folder else 'name'})")
-    if node["kind"] == "file":
+    if node["kind"] != "dir":
         if path.folder:
-            raise NotFound(f"{path.text} is an object, not a folder")
+            raise NotFound(f"{path.text} is {'an object' if node['kind'] == 'file' else 'no folder'}, not a folder")
+        # a symlink or special node holds no object: nothing to list
         found = [("/".join(path.parts), node["object_id"])] if node["object_id"] is not None else []
     else:
         found = _files_under(store, node["id"], "".join(f"{part}/" for part in path.parts))

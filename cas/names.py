@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from cas import nodekinds
 from cas.catalog.base import Row, Transaction
 from cas.errors import BadInput
 
@@ -57,12 +58,14 @@ def new_version() -> str:
 
 
 def _new_node(tx: Transaction, bucket: str, kind: str, object_id: str | None, mode: int, owner: Owner, now: float,
-              xattrs: str = "{}") -> int:
+              xattrs: str = "{}", target: str | None = None, rdev: int | None = None) -> int:
     return tx.value(
-        "insert into nodes (bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version) "
-        "values (:bucket, :kind, :object_id, :mode, :uid, :gid, :now, :now, :xattrs, :version) returning id",
+        "insert into nodes (bucket, kind, object_id, mode, uid, gid, atime, mtime, ctime, xattrs, version, target, rdev) "
+        "values (:bucket, :kind, :object_id, :mode, :uid, :gid, :now, :now, :now, :xattrs, :version, :target, :rdev) "
+        "returning id",
         {"bucket": bucket, "kind": kind, "object_id": object_id, "mode": mode, "uid": owner.uid,
-         "gid": owner.gid, "now": now, "xattrs": xattrs, "version": None if object_id is None else new_version()},
+         "gid": owner.gid, "now": now, "xattrs": xattrs, "version": None if object_id is None else new_version(),
+         "target": target, "rdev": rdev},
     )
 
 
@@ -74,7 +77,8 @@ def lookup(tx: Transaction, parent: int, name: str) -> Row | None:
 
 
 def check_target(tx: Transaction, bucket: str, parts: list[str]) -> None:
-    """BadInput when `parts` cannot name a file: a folder on the way is a file, or it is a folder."""
+    """BadInput when `parts` cannot name a file: a folder on the way is not a folder, or the
+    name is a folder, a symbolic link or another node without content."""
     node = bucket_root(tx, bucket)
     for depth, part in enumerate(parts):
         if node is None:
@@ -85,8 +89,10 @@ def check_target(tx: Transaction, bucket: str, parts: list[str]) -> None:
         is_last = depth == len(parts) - 1
         if is_last and row["kind"] == "dir":
             raise BadInput(f"{bucket}/{'/'.join(parts)} is a folder; give a name for a file")
-        if not is_last and row["kind"] == "file":
-            raise BadInput(f"{bucket}/{'/'.join(parts[: depth + 1])} is a file, not a folder")
+        if is_last and row["kind"] != nodekinds.FILE:
+            raise BadInput(f"{bucket}/{'/'.join(parts)} is a {nodekinds.describe(row['kind'])}, not a file")
+        if not is_last and row["kind"] != "dir":
+            raise BadInput(f"{bucket}/{'/'.join(parts[: depth + 1])} is a {nodekinds.describe(row['kind'])}, not a folder")
         node = row["id"]
 
 
@@ -101,8 +107,10 @@ def _ensure_dir(tx: Transaction, bucket: str, parent: int, name: str, now: float
         row = lookup(tx, parent, name)
         if row["id"] != node:  # created concurrently
             tx.execute("delete from nodes where id = :node", {"node": node})
+        else:
+            _count_subdir(tx, parent, 1)
     if row["kind"] != "dir":
-        raise BadInput(f"{bucket}: {name!r} is a file, not a folder")
+        raise BadInput(f"{bucket}: {name!r} is a {nodekinds.describe(row['kind'])}, not a folder")
     return row["id"]
 
 
@@ -129,6 +137,8 @@ def bind(tx: Transaction, bucket: str, parts: list[str], object_id: str, now: fl
         tx.execute("delete from nodes where id = :node", {"node": node})  # a concurrent bind created the name first
     if existing["kind"] == "dir":
         raise BadInput(f"{bucket}/{'/'.join(parts)} is a folder; give a name for a file")
+    if existing["kind"] != nodekinds.FILE:  # a symlink or special node holds no object
+        raise BadInput(f"{bucket}/{'/'.join(parts)} is a {nodekinds.describe(existing['kind'])}, not a file")
     # Lock the node's row first (PostgreSQL waits here for a concurrent bind to commit), then read
     # which object it refers to: the object returned as replaced is the one this bind replaces.
     tx.execute("update nodes set mtime = :now, ctime = :now where id = :node", {"now": now, "node": existing["id"]})
@@ -247,17 +257,26 @@ class TreeError(BadInput):
         self.errno = code
 
 
+# A node's attributes as the mount shows them: its row, its object's size and hash, its
+# names (`nlink`), and for a folder its subfolders (`nodes.subdirs`) and whether it is a
+# bucket's top folder (a folder's st_nlink is 2 + its subfolders while it has a name or is a
+# top folder).
+_ATTR_COLUMNS = (
+    "n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.atime, n.mtime, n.ctime, n.xattrs, "
+    "n.version, n.target, n.rdev, n.subdirs, o.size, o.hash, "
+    "(select count(*) from entries c where c.node_id = n.id) as nlink, "
+    "case when n.kind = 'dir' then (select count(*) from buckets b where b.root_node = n.id) else 0 end as roots"
+)
+
+
 def _node_query(where: str) -> str:
-    return (
-        "select n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
-        "n.version, n.last_path, n.mtime_set_at, "
-        "o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
-        f"from nodes n left join objects o on o.id = n.object_id where {where}"
-    )
+    return (f"select {_ATTR_COLUMNS}, n.last_path, n.mtime_set_at "
+            f"from nodes n left join objects o on o.id = n.object_id where {where}")
 
 
 def node_attrs(tx: Transaction, node: int) -> Row | None:
-    """A node with its object's size and hash and its link count (`nlink`)."""
+    """A node with its object's size and hash, its link count (`nlink`, names only) and, for
+    a folder, its subfolders (`subdirs`) and whether it is a bucket's top (`roots`)."""
     return tx.one(_node_query("n.id = :node"), {"node": node})
 
 
@@ -273,8 +292,7 @@ def list_entries(tx: Transaction, parent: int, after: str, limit: int) -> list[R
     """Up to `limit` entries of folder `parent` whose names sort after `after`, in name order,
     each with its node's attributes (as `node_attrs`) and its `name`."""
     return tx.all(
-        "select e.name, n.id, n.bucket, n.kind, n.object_id, n.mode, n.uid, n.gid, n.mtime, n.ctime, n.xattrs, "
-        "n.version, o.size, o.hash, (select count(*) from entries c where c.node_id = n.id) as nlink "
+        f"select e.name, {_ATTR_COLUMNS} "
         "from entries e join nodes n on n.id = e.node_id left join objects o on o.id = n.object_id "
         "where e.parent_id = :parent and e.name > :after order by e.name limit :limit",
         {"parent": parent, "after": after, "limit": limit},
@@ -297,16 +315,26 @@ def _folder(tx: Transaction, node: int) -> Row:
     return row
 
 
-def create_node(tx: Transaction, parent: int, name: str, kind: str, mode: int, owner: Owner, now: float) -> int:
-    """A new file (without content yet) or folder called `name` in folder `parent`."""
+def create_node(tx: Transaction, parent: int, name: str, kind: str, mode: int, owner: Owner, now: float,
+                target: str | None = None, rdev: int | None = None) -> int:
+    """A new node called `name` in folder `parent`: a file (without content yet), a folder, a
+    symbolic link to `target`, or a FIFO, socket or device (`rdev`) (cas/nodekinds.py)."""
     folder = _folder(tx, parent)
     if lookup(tx, parent, name) is not None:
         raise TreeError(errno.EEXIST, f"{name!r} exists")
-    node = _new_node(tx, folder["bucket"], kind, None, mode, owner, now)
+    node = _new_node(tx, folder["bucket"], kind, None, mode, owner, now, target=target, rdev=rdev)
     tx.execute("insert into entries (parent_id, name, node_id) values (:parent, :name, :node)",
                {"parent": parent, "name": name, "node": node})
     _changed(tx, parent, now)
+    if kind == nodekinds.DIR:
+        _count_subdir(tx, parent, 1)
     return node
+
+
+def _count_subdir(tx: Transaction, folder: int, delta: int) -> None:
+    """A subfolder came into (1) or left (-1) `folder`: `nodes.subdirs`, kept in the
+    transaction that changes the entries (the folder's row is locked by that change anyway)."""
+    tx.execute("update nodes set subdirs = subdirs + :delta where id = :node", {"delta": delta, "node": folder})
 
 
 def _changed(tx: Transaction, folder: int, now: float) -> None:
@@ -321,6 +349,8 @@ def _drop_entry(tx: Transaction, parent: int, name: str, node: int, now: float) 
     path = _entry_path(tx, parent, name) if last else None
     tx.execute("delete from entries where parent_id = :parent and name = :name", {"parent": parent, "name": name})
     _changed(tx, parent, now)
+    if tx.value("select kind from nodes where id = :node", {"node": node}) == nodekinds.DIR:
+        _count_subdir(tx, parent, -1)
     if not last:
         tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": node})
         return False
@@ -460,6 +490,9 @@ def rename(tx: Transaction, old_parent: int, old_name: str, new_parent: int, new
     )
     _changed(tx, old_parent, now)
     _changed(tx, new_parent, now)
+    if moved["kind"] == nodekinds.DIR and old_parent != new_parent:
+        _count_subdir(tx, old_parent, -1)
+        _count_subdir(tx, new_parent, 1)
     tx.execute("update nodes set ctime = :now where id = :node", {"now": now, "node": moved["id"]})
     return orphan
 
@@ -469,7 +502,7 @@ def link(tx: Transaction, node: int, parent: int, name: str, now: float) -> None
     row = tx.one("select kind from nodes where id = :node", {"node": node})
     if row is None:
         raise TreeError(errno.ENOENT, "the file no longer exists")
-    if row["kind"] == "dir":
+    if row["kind"] == "dir":  # any other kind (a symlink, a FIFO) may have several names
         raise TreeError(errno.EPERM, "folders cannot have hard links")
     _folder(tx, parent)
     if lookup(tx, parent, name) is not None:
@@ -480,12 +513,12 @@ def link(tx: Transaction, node: int, parent: int, name: str, now: float) -> None
     _changed(tx, parent, now)
 
 
-NODE_FIELDS = ("mode", "uid", "gid", "mtime", "ctime", "xattrs", "mtime_set_at")
+NODE_FIELDS = ("mode", "uid", "gid", "atime", "mtime", "ctime", "xattrs", "mtime_set_at")
 
 
 def update_node(tx: Transaction, node: int, **fields: object) -> None:
-    """Set some of mode, uid, gid, mtime, ctime, xattrs (JSON text) of a node; an mtime set
-    here is an explicit one (utimens): `mtime_set_at` records when, unless given."""
+    """Set some of mode, uid, gid, atime, mtime, ctime, xattrs (JSON text) of a node; an mtime
+    set here is an explicit one (utimens): `mtime_set_at` records when, unless given."""
     if "mtime" in fields and "mtime_set_at" not in fields:
         fields["mtime_set_at"] = time.time()
     unknown = set(fields) - set(NODE_FIELDS)
@@ -498,11 +531,17 @@ def update_node(tx: Transaction, node: int, **fields: object) -> None:
 
 def rebind_node(tx: Transaction, node: int, object_id: str, mtime: float, now: float, version: str) -> None:
     """Make file `node` refer to `object_id` (its content was rewritten through the mount) at
-    content version `version`. The object it referred to before lets go of this name."""
-    row = tx.one("select object_id from nodes where id = :node", {"node": node})
-    tx.execute("update nodes set object_id = :object_id, version = :version, mtime = :mtime, ctime = :now "
+    content version `version`. The object it referred to before lets go of this name.
+
+    The change time is the content's, not the commit's: the node's ctime moves to `mtime`
+    (when its content last changed) if that is later, never past `now`. A file closed with
+    nothing written keeps its ctime when its commit lands (docs/fuse.md, "Symlinks, special
+    files and times")."""
+    row = tx.one("select object_id, ctime from nodes where id = :node", {"node": node})
+    ctime = now if row is None else max(row["ctime"], min(mtime, now))
+    tx.execute("update nodes set object_id = :object_id, version = :version, mtime = :mtime, ctime = :ctime "
                "where id = :node",
-               {"object_id": object_id, "version": version, "mtime": mtime, "now": now, "node": node})
+               {"object_id": object_id, "version": version, "mtime": mtime, "ctime": ctime, "node": node})
     if row is not None and row["object_id"] is not None and row["object_id"] != object_id:
         path = node_path(tx, node)
         _let_go(tx, row["object_id"], [] if path is None else [_name_record(tx, node, path)], now)

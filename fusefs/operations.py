@@ -24,7 +24,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from cas import names
+from cas import names, nodekinds
 from cas.blobtree import new_staging_file
 from cas.catalog.base import Row
 from cas.errors import NotFound
@@ -106,14 +106,16 @@ class Operations(pyfuse3.Operations):
             content = self.contents.get(key.node)
             if content is not None and not attr.is_dir and content.knows(attr.version):
                 attr.size, attr.mtime = content.size, content.mtime  # written here, maybe not committed yet
+                attr.ctime = max(attr.ctime, content.changed_at)
         entry.st_mode = attr.st_mode
         entry.st_nlink = attr.nlink
         entry.st_uid, entry.st_gid = attr.uid, attr.gid
-        entry.st_rdev = 0
+        entry.st_rdev = attr.rdev
         entry.st_size = attr.size
         entry.st_blksize = BLOCK_SIZE
         entry.st_blocks = math.ceil(attr.size / 512)
-        entry.st_atime_ns = entry.st_mtime_ns = _nanoseconds(attr.mtime)
+        entry.st_mtime_ns = _nanoseconds(attr.mtime)
+        entry.st_atime_ns = _nanoseconds(attr.mtime if attr.atime is None else attr.atime)
         entry.st_ctime_ns = _nanoseconds(attr.ctime)
         return entry
 
@@ -154,8 +156,10 @@ class Operations(pyfuse3.Operations):
         if not isinstance(key, NamedNode):
             raise fail(errno.EPERM)
         row = await self.thread(self.view.node, key.node)
-        if row["kind"] == "dir":
+        if row["kind"] == nodekinds.DIR:
             raise fail(errno.EISDIR)
+        if row["kind"] != nodekinds.FILE:  # a symlink or special node: the kernel opens none here
+            raise fail(errno.EINVAL)
         return row
 
     async def node_gone(self, node: int) -> None:
@@ -398,6 +402,47 @@ class Operations(pyfuse3.Operations):
         row = await self.thread(self.view.link, key.node, folder, _new_name(new_name, parent))
         return self.remembered(key, node_attr(row))
 
+    # symlinks and special files (docs/fuse.md, "Symlinks, special files and times") -------
+
+    @handler
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.key(parent_inode)
+        text = _new_name(name, parent)
+        folder = self.writable_folder(parent)
+        stored = nodekinds.symlink_target(target)
+        row = await self.thread(lambda: self.view.make_node(folder, text, nodekinds.SYMLINK, nodekinds.SYMLINK_MODE,
+                                                            _owner(ctx), target=stored))
+        return self.remembered(NamedNode(row["id"]), node_attr(row))
+
+    @handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        key = self.key(inode)
+        if not isinstance(key, NamedNode):
+            raise fail(errno.EINVAL)
+        row = await self.thread(self.view.node, key.node)
+        if row["kind"] != nodekinds.SYMLINK:
+            raise fail(errno.EINVAL)
+        return row["target"].encode()
+
+    @handler
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        """A regular file is made as create() and close() would (GNU tar makes the files it
+        gives xattrs this way); FIFOs, sockets and devices are nodes without content."""
+        kind = nodekinds.kind_of_mode(mode)
+        if kind == nodekinds.FILE:
+            info, entry = await self.create(parent_inode, name, mode, os.O_WRONLY, ctx)
+            await self.flush(info.fh)
+            await self.release(info.fh)
+            return entry
+        parent = self.key(parent_inode)
+        text = _new_name(name, parent)
+        folder = self.writable_folder(parent)
+        row = await self.thread(lambda: self.view.make_node(folder, text, kind, _permissions(mode, ctx), _owner(ctx),
+                                                            rdev=rdev if kind in nodekinds.DEVICES else None))
+        return self.remembered(NamedNode(row["id"]), node_attr(row))
+
     # files ---------------------------------------------------------------------------------
 
     @handler
@@ -627,6 +672,8 @@ def _attr_changes(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) 
         changes["uid"] = attr.st_uid
     if fields.update_gid:
         changes["gid"] = attr.st_gid
+    if fields.update_atime:
+        changes["atime"] = attr.st_atime_ns / 1e9
     if fields.update_mtime:
         changes["mtime"] = attr.st_mtime_ns / 1e9
     return changes

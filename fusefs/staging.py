@@ -79,6 +79,7 @@ class NodeContent:
         self.past_versions: set[str | None] = set()  # versions this content was written over
         self.size = size  # of the newest content: staged, closed or committed
         self.mtime = mtime
+        self.changed_at = 0.0  # when a write or truncate here last changed the content: its ctime
         self.lock = trio.Lock()
         self.users = 0  # open handles, plus running path-based truncates
         self.closed: list[ClosedVersion] = []  # oldest first
@@ -124,7 +125,7 @@ class NodeContent:
             fd = await self._stage(copy=True)
             written = await trio.to_thread.run_sync(_pwrite_hashing, fd, data, offset, self._hash)
             self.size = max(self.size, offset + written)
-            self.mtime = time.time()
+            self.mtime = self.changed_at = time.time()
             return written
 
     async def truncate(self, length: int) -> None:
@@ -134,7 +135,7 @@ class NodeContent:
             await trio.to_thread.run_sync(os.ftruncate, fd, length)
             self._hash = SequentialHash(broken=length > 0)
             self.size = length
-            self.mtime = time.time()
+            self.mtime = self.changed_at = time.time()
 
     def start_empty(self, fd: int, path: Path | None) -> None:
         """A new file (create): its staged copy is this empty file, made with the node."""

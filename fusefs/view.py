@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cas import mounts, names
+from cas import mounts, names, nodekinds
 from cas.catalog import Transaction
 from cas.catalog.base import Row
 from cas.errors import NotFound
@@ -42,10 +42,13 @@ class Attr:
     ctime: float
     nlink: int = 1
     version: str | None = None  # a named file's content version (docs/concurrency.md, "Many writers")
+    file_type: int = 0  # stat.S_IF* of a named node; 0: a folder or a file, as `is_dir` says
+    atime: float | None = None  # None: shown as mtime (the id view)
+    rdev: int = 0
 
     @property
     def st_mode(self) -> int:
-        return (stat.S_IFDIR if self.is_dir else stat.S_IFREG) | self.mode
+        return (self.file_type or (stat.S_IFDIR if self.is_dir else stat.S_IFREG)) | self.mode
 
 
 @dataclass
@@ -58,10 +61,22 @@ class Item:
 
 
 def node_attr(row: Row) -> Attr:
-    is_dir = row["kind"] == "dir"
-    return Attr(is_dir=is_dir, mode=row["mode"], uid=row["uid"], gid=row["gid"],
-                size=0 if is_dir else (row["size"] or 0), mtime=row["mtime"], ctime=row["ctime"],
-                nlink=1 if is_dir else max(row["nlink"], 1), version=row["version"])
+    """A named node's attributes (`names.node_attrs`). A symlink's size is its target's
+    length; a folder has 2 + its subfolders links while it has a name (a bucket's top folder
+    always), and a node without a name left (open, or a folder removed while open) has 0."""
+    kind = row["kind"]
+    is_dir = kind == nodekinds.DIR
+    if is_dir:
+        nlink = 2 + row["subdirs"] if row["nlink"] or row["roots"] else 0
+    else:
+        nlink = row["nlink"]
+    if kind == nodekinds.SYMLINK:
+        size = len(row["target"].encode())
+    else:
+        size = 0 if is_dir else (row["size"] or 0)
+    return Attr(is_dir=is_dir, mode=row["mode"], uid=row["uid"], gid=row["gid"], size=size, mtime=row["mtime"],
+                ctime=row["ctime"], nlink=nlink, version=row["version"], file_type=nodekinds.file_type(kind),
+                atime=row["atime"], rdev=row["rdev"] or 0)
 
 
 def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
@@ -246,10 +261,15 @@ class StoreView:
         return self.run(page)
 
     def create(self, folder: BucketDir | NamedNode, name: str, is_dir: bool, mode: int, owner: names.Owner) -> Row:
+        return self.make_node(folder, name, nodekinds.DIR if is_dir else nodekinds.FILE, mode, owner)
+
+    def make_node(self, folder: BucketDir | NamedNode, name: str, kind: str, mode: int, owner: names.Owner,
+                  target: str | None = None, rdev: int | None = None) -> Row:
+        """A new node of any kind (cas/nodekinds.py): a symlink to `target`, a device `rdev`."""
         def make(tx: Transaction) -> Row:
             now = time.time()
             parent = _folder_node(tx, folder, create=True, owner=owner)
-            node = names.create_node(tx, parent, name, "dir" if is_dir else "file", mode, owner, now)
+            node = names.create_node(tx, parent, name, kind, mode, owner, now, target=target, rdev=rdev)
             return names.node_attrs(tx, node)
 
         return self.run(make, write=True)

@@ -24,8 +24,9 @@ def migrate(catalog: "Catalog") -> None:
         current = tx.value("select coalesce(max(version), 0) as version from schema_version") or 0
         _refuse_newer(current)
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version - 1]:
-                tx.execute(statement.format(**catalog.types))
+            for item in MIGRATIONS[version - 1]:
+                for statement in item.get(catalog.dialect, []) if isinstance(item, dict) else [item]:
+                    tx.execute(statement.format(**catalog.types))
             tx.execute("insert into schema_version (version, applied_at) values (:version, :now)", {"version": version, "now": time.time()})
 
     catalog.run(apply, write=True)

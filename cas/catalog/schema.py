@@ -1,10 +1,16 @@
 """The catalog schema and its migrations; docs/schema.md explains every column.
 
 Each migration is a list of statements written for both databases, with `{uuid}`,
-`{serial_pk}` and `{float}` standing for the column types that differ.
+`{serial_pk}` and `{float}` standing for the column types that differ. Where the databases
+need different statements (SQLite cannot change a constraint in place), an item is a dict
+of dialect → statements (`Dialects`).
 """
 
-MIGRATIONS: list[list[str]] = [
+Dialects = dict[str, list[str]]
+
+NODE_KINDS_9 = "'dir', 'file', 'symlink', 'fifo', 'socket', 'char', 'block'"
+
+MIGRATIONS: list[list[str | Dialects]] = [
     # 1: the initial schema
     [
         """create table buckets (
@@ -136,7 +142,61 @@ MIGRATIONS: list[list[str]] = [
             expires_at {float}
         )""",
     ],
-    # 9: when a file's mtime was last set explicitly (utimens, `touch -d`): a mount's commit
+    # 9: the POSIX that tools rely on (docs/fuse.md, "Symlinks, special files and times"): a
+    # node may be a symbolic link (its `target`), a FIFO, a socket or a device (`rdev`), and
+    # keeps its own `atime`; a folder counts its subfolders (`subdirs`: its st_nlink is 2 +
+    # them, without counting its entries at every stat). SQLite cannot change the `kind` check in place: the table is
+    # rebuilt (with the foreign keys of `entries` checked at the commit, and the
+    # AUTOINCREMENT counter kept, so no node id is ever used twice).
+    [
+        {
+            "postgres": [
+                "alter table nodes drop constraint nodes_kind_check",
+                f"alter table nodes add constraint nodes_kind_check check (kind in ({NODE_KINDS_9}))",
+                "alter table nodes add column atime {float}",
+                "alter table nodes add column target text",
+                "alter table nodes add column rdev bigint",
+                "alter table nodes add column subdirs integer not null default 0",
+            ],
+            "sqlite": [
+                "pragma defer_foreign_keys = on",
+                "create temp table nodes_sequence as select seq from sqlite_sequence where name = 'nodes'",
+                "create temp table nodes_copy as select * from nodes",
+                "drop table nodes",
+                f"""create table nodes (
+                    id {{serial_pk}},
+                    bucket text not null,
+                    kind text not null check (kind in ({NODE_KINDS_9})),
+                    object_id {{uuid}} references objects (id),
+                    mode integer not null,
+                    uid integer not null,
+                    gid integer not null,
+                    mtime {{float}} not null,
+                    ctime {{float}} not null,
+                    xattrs text not null default '{{{{}}}}',
+                    version text,
+                    last_path text,
+                    atime {{float}},
+                    target text,
+                    rdev bigint,
+                    subdirs integer not null default 0
+                )""",
+                "insert into nodes (id, bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version, last_path) "
+                "select id, bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs, version, last_path from nodes_copy",
+                "drop table nodes_copy",
+                "create index nodes_object on nodes (object_id) where object_id is not null",
+                "insert into sqlite_sequence (name, seq) select 'nodes', 0 "
+                "where not exists (select 1 from sqlite_sequence where name = 'nodes')",
+                "update sqlite_sequence set seq = max(seq, coalesce((select seq from nodes_sequence), 0)) "
+                "where name = 'nodes'",
+                "drop table nodes_sequence",
+            ],
+        },
+        "update nodes set atime = mtime",
+        "update nodes set subdirs = (select count(*) from entries e join nodes k on k.id = e.node_id "
+        "where e.parent_id = nodes.id and k.kind = 'dir') where kind = 'dir'",
+    ],
+    # 10: when a file's mtime was last set explicitly (utimens, `touch -d`): a mount's commit
     # keeps the mtime of its close unless one was set after it (docs/concurrency.md, "Times")
     [
         "alter table nodes add column mtime_set_at {float}",
