@@ -102,10 +102,25 @@ def shared_mount(store_root: Path, tmp_path: Path) -> Iterator[Mount]:
     check_after_unmount(mount, code)
 
 
+def failures_of(prove_output: str, tests: Path) -> dict[str, list[str]]:
+    """What each test file printed besides passes and its plan, from prove's verbose output
+    (`prove -v`: each file's section starts with its path and a row of dots): its `not ok`
+    lines and messages; by file, relative to the tests folder."""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in prove_output.partition("Test Summary Report")[0].splitlines():
+        header = re.match(r"^(\S+\.t) \.+", line)
+        if header:
+            current = found.setdefault(Path(header[1]).relative_to(tests).as_posix(), [])
+        elif line.strip() and not re.match(r"^(ok \d+|1\.\.\d+$)", line):
+            current.append(line)
+    return found
+
+
 def run_prove(tests: Path, cwd: Path) -> str:
-    """`prove -r` of the whole suite in `cwd`; its output. The suite is killed (its process
+    """`prove -rv` of the whole suite in `cwd`; its output. The suite is killed (its process
     group) if it runs past SUITE_TIMEOUT."""
-    process = subprocess.Popen(["prove", "-r", str(tests)], cwd=cwd, stdout=subprocess.PIPE,
+    process = subprocess.Popen(["prove", "-rv", str(tests)], cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=SUITE_TIMEOUT)
@@ -139,15 +154,23 @@ def test_failed_files_are_read_from_the_prove_summary() -> None:
               "  Non-zero exit status: 1\n  Parse errors: Bad plan.  You planned 7 tests but ran 1.\n"
               "Files=3, Tests=210\nResult: FAIL\n")
     assert failed_files(output, Path("/b/tests")) == {"link/00.t", "utimensat/09.t"}
+    assert failures_of(output, Path("/b/tests")) == {"chmod/00.t": [],
+                                                     "link/00.t": ["not ok 3", "Failed 1/202 subtests"]}
 
 
 @pytest.mark.long
 @pytest.mark.timeout(SUITE_TIMEOUT + BUILD_TIMEOUT + 300)
-def test_pjdfstest_full_suite_on_the_named_tree(pjdfstest: Path, shared_mount: Mount) -> None:
+def test_pjdfstest_full_suite_on_the_named_tree(pjdfstest: Path, shared_mount: Mount, tmp_path: Path) -> None:
     bucket = shared_mount.path / "pjdfstest"
     bucket.mkdir()
     output = run_prove(pjdfstest, bucket)
+    log = tmp_path / "prove.log"
+    log.write_text(output)
     assert "Result:" in output, f"prove gave no result:\n{output[-3000:]}"
+    ran = re.search(r"^Files=(\d+),", output, re.MULTILINE)
+    files = len(list(pjdfstest.rglob("*.t")))
+    assert ran and int(ran[1]) == files, (  # a "Bail out!" stops prove: the files after it never ran
+        f"prove ran {ran[1] if ran else 'no'} of the suite's {files} test files:\n{output[-3000:]}")
     failed = failed_files(output, pjdfstest)
     allowed = allowed_failures()
     now_passing = sorted(set(allowed) - failed)
@@ -155,6 +178,8 @@ def test_pjdfstest_full_suite_on_the_named_tree(pjdfstest: Path, shared_mount: M
         warnings.warn(f"pjdfstest files listed as allowed to fail now pass; remove them from docs/fuse.md: "
                       f"{', '.join(now_passing)}")
     unexpected = sorted(failed - set(allowed))
-    _, _, report = output.partition("Test Summary Report")
+    failures = failures_of(output, pjdfstest)
+    details = "\n".join(f"{name}:\n  " + "\n  ".join(failures.get(name, [])[:5] or ["(no `not ok` line)"])
+                        for name in unexpected[:20])
     assert not unexpected, (f"pjdfstest files failed that docs/fuse.md does not allow: {', '.join(unexpected)}\n"
-                            f"Test Summary Report{report[-6000:]}")
+                            f"{details}\n(prove's whole output: {log})")
