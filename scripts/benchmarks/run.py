@@ -48,11 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              help="size of the big file, e.g. 64M (default: 1G = 1 GiB)")
     put_options.add_argument("--files", type=positive_int, default=10_000, metavar="N",
                              help="number of 4 KiB files (default: 10000)")
-    mount_options = parser.add_argument_group("mount suite (native folder, bindfs, assetfs mount; needs root)")
+    mount_options = parser.add_argument_group(
+        "mount suite (native folder, bindfs, the pyfuse3 floor, assetfs mount; needs root)")
     mount_options.add_argument("--mount-size", type=common.parse_size, default=1 << 30, metavar="SIZE",
                                help="size of the file read and copied, e.g. 64M (default: 1G = 1 GiB)")
     mount_options.add_argument("--mount-files", type=positive_int, default=2_000, metavar="N",
-                               help="number of 4 KiB files copied and stat'ed (default: 2000)")
+                               help="number of 4 KiB files copied (cp -r, rsync -a) and stat'ed (default: 2000)")
     mount_options.add_argument("--mount-objects", type=positive_int, default=100_000, metavar="N",
                                help="objects in the bucket listed with ls -l (default: 100000)")
     common.load_suite("gc").add_options(parser.add_argument_group("gc suite"))

@@ -5,6 +5,7 @@
 #                            `test`, also the test stack's), only the missing ones
 #   ensure_debian_packages PKG...   those packages (only the missing ones)
 #   ensure_ceph_packages     the Ceph daemons and ceph-fuse the long CephFS test runs (--long only)
+#   ensure_pjdfstest_packages  what the long pjdfstest run builds and runs the suite with (--long only)
 #   ensure_venv [EXTRAS]     create .venv and `pip install -e '.[EXTRAS]'` when pyproject.toml
 #                            changed or EXTRAS (e.g. `test`) are not installed yet
 #   ensure_venv_extra NAME MODULE   also install the optional dependency group NAME of
@@ -39,6 +40,12 @@ ASSETFS_TEST_DEBIAN_PACKAGES=(
 
 # tests/test_cephfs.py: a one-node cluster with two ceph-fuse clients ($CEPHFS_TOOLS)
 ASSETFS_CEPH_PACKAGES=(ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common)
+
+# tests/test_pjdfstest.py: builds pjdfstest from its source ($PJDFSTEST_SRC) and runs it with prove
+ASSETFS_PJDFSTEST_PACKAGES=(
+    autoconf automake make gcc libc6-dev   # autoreconf -ifs && ./configure && make pjdfstest
+    perl                                   # prove (TAP::Harness) runs the suite's .t files
+)
 
 ASSETFS_PG_ROLE=assetfs
 ASSETFS_PG_PASSWORD=assetfs
@@ -89,6 +96,12 @@ ensure_debian_packages() {
 ensure_ceph_packages() {
     ( install_debian_packages "ceph packages" "${ASSETFS_CEPH_PACKAGES[@]}" ) ||
         setup_say "warning: could not install Ceph; the CephFS test will be skipped"
+}
+
+# The long run's pjdfstest test builds the suite; without these it skips and says why.
+ensure_pjdfstest_packages() {
+    ( install_debian_packages "pjdfstest build tools" "${ASSETFS_PJDFSTEST_PACKAGES[@]}" ) ||
+        setup_say "warning: could not install the pjdfstest build tools; the pjdfstest test will be skipped"
 }
 
 # install_debian_packages WHAT PACKAGE...: apt-get install the missing ones.
