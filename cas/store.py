@@ -328,6 +328,8 @@ class Store:
             max_size = self.config.bucket(settings.bucket).max_size
             try:
                 content = self._stored_copy_of(stream) if look_for_stored else None
+                if content is None:  # a file with holes keeps them
+                    content = self.tree.stage_sparse(stream, max_size)
             except SourceChanged as error:
                 raise SourceChanged(f"{request.filename or source_name or 'the source'} {error}") from None
             if content is None:
