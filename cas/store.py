@@ -13,7 +13,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -570,7 +570,12 @@ class Store:
                    {"filename": new_name, "content_type": content_type, "id": row["id"]})
 
         def move_alias() -> None:
-            self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name)
+            if self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name, blob_missing_ok=True) is None:
+                # no blob: the object was freed since (cas/superseded.py), its folder empty again;
+                # or damage, and the old alias, which fsck can restore it from, stays
+                with suppress(OSError):
+                    self.tree.alias_dir(row["bucket"], row["id"]).rmdir()
+                return
             self.tree.alias_path(row["bucket"], row["id"], old_name).unlink(missing_ok=True)
 
         return move_alias

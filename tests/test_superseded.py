@@ -162,3 +162,16 @@ def test_a_file_fsynced_many_times_through_the_mount_keeps_one_copy(mounted: Mou
         assert count(store, "objects", "deleted_at is not null") == 0
         assert len(blob_files(store.root)) == 1
         assert store.find(BUCKET, "log.txt").size == len(expected)
+
+
+def test_an_alias_move_after_a_rename_of_a_version_freed_meanwhile_leaves_nothing(store: Store, named: int) -> None:
+    writer = Writer(store, named)
+    first = writer.commit(b"the first version")
+    # a rename in the mount moves the object's alias after its commit (Store.follow_rename) ...
+    move_alias = store.catalog.run(lambda tx: store.follow_rename(tx, named, "file.txt", "renamed.txt"))
+    assert move_alias is not None
+    writer.commit(b"the second version")  # ... and the write-behind frees the version before that
+    assert not live_or_trashed(store, first.object.id)
+    move_alias()
+    assert not store.tree.alias_dir(BUCKET, first.object.id).exists()
+    assert_clean(store)
