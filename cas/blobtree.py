@@ -14,6 +14,7 @@ import errno
 import fcntl
 import itertools
 import os
+import stat
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +24,7 @@ from typing import BinaryIO
 
 import blake3
 
-from cas import faults
+from cas import faults, sparse
 from cas.errors import StoreError
 from cas.faults import crash_point
 
@@ -313,6 +314,57 @@ class BlobTree:
         os.close(fd)
         return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
+    def stage_sparse(self, source: BinaryIO, max_size: int | None = None) -> StagedFile | None:
+        """Like `stage`, for a regular file with holes read from its start: its data extents
+        are copied and hashed, its holes stay holes in the staged copy (and so in the blob)
+        and are hashed as zeros (cas/sparse.py). None for any other source, and for a file
+        larger than `max_size` (which `stage` refuses as soon as it read too much): `stage`
+        it. SourceChanged when the file changed while it was read."""
+        try:
+            if source.tell() != 0:
+                return None
+            source_fd = source.fileno()
+            before = os.fstat(source_fd)
+        except (AttributeError, OSError, ValueError):
+            return None  # a pipe or another stream
+        if not stat.S_ISREG(before.st_mode) or before.st_size == 0:
+            return None
+        if max_size is not None and before.st_size > max_size:
+            return None
+        size = before.st_size
+        try:
+            offset = os.lseek(source_fd, 0, os.SEEK_CUR)
+            try:
+                holes = sparse.has_holes(source_fd, size)
+            finally:
+                os.lseek(source_fd, offset, os.SEEK_SET)  # lseek(SEEK_DATA) moved it; `stage` reads on from there
+        except OSError:
+            return None
+        if not holes:
+            return None
+        fd, name = _mkstemp(self.tmp)
+        path = Path(name)
+        try:
+            try:
+                hash_hex = sparse.copy_hashing(source_fd, fd, size)
+                head = os.pread(source_fd, HEAD_SIZE, 0)
+                after = os.fstat(source_fd)
+            except sparse.ShrankError:
+                raise SourceChanged("changed while it was read (it got shorter: truncated); nothing was stored") from None
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise SourceChanged("changed while it was read (written to or truncated); nothing was stored")
+            os.fchmod(fd, BLOB_MODE)
+        except OSError as error:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise _storage_error(error, "staging failed") from None
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return StagedFile(path=path, hash=hash_hex, size=size, head=head)
+
     def match_stored(self, fd: int, size: int, candidates: list[str]) -> KnownContent | None:
         """The stored blob, among `candidates` (hashes of blobs of `size` bytes), whose content
         the file `fd` has; None when there is none.
@@ -461,13 +513,8 @@ class BlobTree:
             with open(blob, "rb") as source:
                 try:
                     fcntl.ioctl(fd, FICLONE, source.fileno())
-                except OSError:
-                    remaining = os.fstat(source.fileno()).st_size
-                    while remaining > 0:
-                        copied = os.copy_file_range(source.fileno(), fd, min(remaining, 1 << 30))
-                        if copied == 0:
-                            break
-                        remaining -= copied
+                except OSError:  # a sparse blob's copy keeps its holes
+                    sparse.copy_file(source.fileno(), fd, os.fstat(source.fileno()).st_size)
             os.fchmod(fd, BLOB_MODE)
             SyncTrace.record("fsync", fd)
             os.fsync(fd)
@@ -509,15 +556,19 @@ def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:
     installed as a blob like one that `BlobTree.stage` produced. Its writer has closed it.
     `hash_hex`: the content's hash when the writer computed it already (then it is not read)."""
     try:
-        size = path.stat().st_size
-        if hash_hex is None:
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            if size:
-                hasher.update_mmap(path)
-            hash_hex = hasher.hexdigest()
         with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if hash_hex is None and sparse.has_holes(stream.fileno(), size) and size:
+                hash_hex = sparse.hash_file(stream.fileno(), size)  # a hole is hashed as zeros, not read
+            elif hash_hex is None:
+                hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                if size:
+                    hasher.update_mmap(path)
+                hash_hex = hasher.hexdigest()
             head = stream.read(HEAD_SIZE)
         os.chmod(path, BLOB_MODE)
+    except sparse.ShrankError:
+        raise StoreError("the staged file got shorter while it was hashed") from None
     except OSError as error:
         raise _storage_error(error, "hashing the staged file failed") from None
     return StagedFile(path=path, hash=hash_hex, size=size, head=head)

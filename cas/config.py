@@ -28,6 +28,8 @@ that names the key, so a typo never silently falls back to a default.
     rules = ["select 1 from profile where photo_id = :id"]
     public = false             # readers need no token (assetfs serve, docs/http.md)
     max_size = "10G"           # larger files are refused (default: no limit)
+    free_superseded = "1m"     # a mount's own version of a file that it replaces within this
+                               # long is freed at once, not trashed ("0s": never; cas/superseded.py)
 
     [serve]                    # assetfs serve (docs/http.md)
     listen = "127.0.0.1:8080"
@@ -59,6 +61,7 @@ class BucketConfig:
     rules: tuple[str, ...] = ()
     public: bool = False  # assetfs serve: read without a token
     max_size: int | None = None  # bytes: larger files are refused (EFBIG in the mount)
+    free_superseded: float = 60.0  # seconds: a writer's own version replaced this soon is freed (cas/superseded.py)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ _STORAGE_KEYS = {"syncfs": _syncfs}
 
 
 _BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "public": _boolean,
-                "max_size": _size}
+                "max_size": _size, "free_superseded": _duration}
 
 
 def _prefix(value: Any, where: str) -> str:

@@ -13,11 +13,11 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cas import ahead, names, privacy, reserve
+from cas import ahead, names, privacy, reserve, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -91,6 +91,8 @@ class StagedWrite:
     version: str
     bases: frozenset[str | None] | None
     bucket: str | None = None  # the node's, as the mount knew it: for a node deleted before the commit
+    supersedes: str | None = None  # the object its writer's previous commit of the node created
+    # (not deduplicated onto): freed at once if this write replaces it soon (cas/superseded.py)
 
 
 def _node_place(tx: Transaction, node: int) -> tuple[str, str] | None:
@@ -331,6 +333,8 @@ class Store:
             max_size = self.config.bucket(settings.bucket).max_size
             try:
                 content = self._stored_copy_of(stream) if look_for_stored else None
+                if content is None:  # a file with holes keeps them
+                    content = self.tree.stage_sparse(stream, max_size)
             except SourceChanged as error:
                 raise SourceChanged(f"{request.filename or source_name or 'the source'} {error}") from None
             if content is None:
@@ -447,6 +451,7 @@ class Store:
             )
         else:
             object_id = existing["id"]
+            _touch(tx, object_id, now)  # its id goes to another caller now (cas/superseded.py)
         if parts:
             names.bind(tx, bucket, parts, object_id, now, owner)  # the object it replaces lets go of the name
         row = tx.one("select * from objects where id = :id", {"id": object_id})
@@ -478,7 +483,8 @@ class Store:
         """
         owner = owner or names.Owner.current()
         plans: dict[int, ahead.PlannedObject] = {}  # by index in `writes`: each object to create
-        superseded: list[ahead.PlannedObject] = []  # plans of files renamed before the commit
+        renamed: list[ahead.PlannedObject] = []  # plans of files renamed before the commit
+        freed: list[superseded.Freed] = []  # the writer's own versions these commits replaced
         committed: set[str] = set()
         try:
             new = [write.staged for write in writes if self.tree.blob_size(write.staged.hash) != write.staged.size]
@@ -492,6 +498,7 @@ class Store:
 
             def commit(tx: Transaction) -> list[PutResult | None]:
                 results: list[PutResult | None] = [None] * len(writes)
+                freed.clear()  # of an attempt that was rolled back
                 for index, write in sorted(enumerate(writes), key=lambda pair: pair[1].staged.hash):
                     node = names.node_attrs(tx, write.node)
                     if node is None and write.bucket is None:
@@ -504,21 +511,26 @@ class Store:
                         # renamed since, or placed elsewhere: an object of its own, its alias made
                         # under the lock (kept for retries)
                         if plan is not None:
-                            superseded.append(plan)
+                            renamed.append(plan)
                         plan = plans[index] = ahead.PlannedObject(write.staged, bucket, new_object_id(),
                                                                   place.filename)
                         content_types[index] = detect_content_type(write.staged.head, place.filename)
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
                                               content_types[index], {}, None, plan.filename, owner, pending)
+                    own = None if place.kind != "node" or result.object.id == node["object_id"] else \
+                        superseded.own_version(tx, self.config, node, write.version, write.supersedes, now)
                     results[index] = place.bind(tx, write, result, self.config.bucket(plan.bucket).grace, now)
+                    if own is not None and (gone := superseded.free(tx, own)) is not None:
+                        freed.append(gone)
                 pending.flush()
                 return results
 
             results = self.catalog.run(commit, background=True)  # the mount's names and user puts go first
             committed = {result.object.id for result in results if result is not None}
+            superseded.release(self.catalog, self.tree, freed)
             return results
         finally:
-            ahead.remove_unused(self.tree, [*plans.values(), *superseded], committed)
+            ahead.remove_unused(self.tree, [*plans.values(), *renamed], committed)
             for write in writes:
                 self.tree.discard(write.staged)
 
@@ -561,7 +573,12 @@ class Store:
                    {"filename": new_name, "content_type": content_type, "id": row["id"]})
 
         def move_alias() -> None:
-            self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name)
+            if self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name, blob_missing_ok=True) is None:
+                # no blob: the object was freed since (cas/superseded.py), its folder empty again;
+                # or damage, and the old alias, which fsck can restore it from, stays
+                with suppress(OSError):
+                    self.tree.alias_dir(row["bucket"], row["id"]).rmdir()
+                return
             self.tree.alias_path(row["bucket"], row["id"], old_name).unlink(missing_ok=True)
 
         return move_alias

@@ -31,6 +31,7 @@ import fcntl
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ def abandoned_journals(store: Store, forget_empty: bool = True) -> Iterator[Jour
                 yield journal
 
 
-def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> dict[ClosedFile, Outcome]:
+def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]],
+                  made: Made | None = None) -> dict[ClosedFile, Outcome]:
     """Commit journal entries (each with its content's hash when known) in one batch; when
     the batch fails, one by one, so one bad entry does not hold back the others. Committed
     entries (and the older entries of their chains) leave the journal.
@@ -231,21 +233,28 @@ def commit_closed(store: Store, closed: list[tuple[ClosedFile, str | None]]) -> 
     writer's steps: committed already by an attempt that did not get to remove them, or
     never). A second chain of one node (a mount that let go of a version another writer
     replaced, and went on from the newer one) is committed beside the first, never dropped
-    with it."""
+    with it.
+
+    `made`: by node, the object the writer's last commit of that node created and when (the
+    mount keeps it across batches; updated here): a commit that replaces it may free it at
+    once (cas/superseded.py)."""
     chains = _chains([entry for entry, _ in closed])
     hashes = dict(closed)
     items = [(chain[-1], hashes[chain[-1]], _accepted(chain)) for chain in chains]
+    made = {} if made is None else made
     try:
-        results = _commit(store, items)
+        results = _commit(store, items, made)
     except Exception as error:
         if len(items) == 1:
             results = [error]
         else:
-            results = [_commit_one(store, item) for item in items]
+            results = [_commit_one(store, item, made) for item in items]
     outcomes: dict[ClosedFile, Outcome] = {}
     for chain, result in zip(chains, results):
         for entry in chain:
             outcomes[entry] = result
+        _remember(made, chain[-1].node, result)
+    _forget_old(store, made)
     for entry, outcome in outcomes.items():
         if not isinstance(outcome, Exception):
             entry.path.unlink(missing_ok=True)
@@ -278,19 +287,46 @@ def _accepted(chain: list[ClosedFile]) -> frozenset[str | None] | None:
 Item = tuple[ClosedFile, str | None, frozenset[str | None] | None]  # entry, hash, accepted bases
 
 
-def _commit_one(store: Store, item: Item) -> Outcome:
+Made = dict[int, tuple[str, float]]  # node → (object id, time.monotonic() of its commit)
+MADE_KEPT = 4096  # past this many nodes remembered, those older than every bucket's window go
+
+
+def _remember(made: Made, node: int, result: Outcome) -> None:
+    """Record the object a commit of `node` created as its content (not one it deduplicated
+    onto, a conflict copy or a trashed file); a failed commit leaves the record as it was."""
+    if isinstance(result, Exception):
+        return
+    if result is not None and not (result.deduplicated or result.conflict or result.trashed):
+        made[node] = (result.object.id, time.monotonic())
+    else:
+        made.pop(node, None)
+
+
+def _forget_old(store: Store, made: Made) -> None:
+    if len(made) <= MADE_KEPT:
+        return
+    config = store.config
+    window = max([config.bucket_defaults.free_superseded,
+                  *(bucket.free_superseded for bucket in config.buckets.values())])
+    cutoff = time.monotonic() - window
+    for node, (_, at) in list(made.items()):  # a copy: the other lane's thread may add meanwhile
+        if at < cutoff:
+            made.pop(node, None)
+
+
+def _commit_one(store: Store, item: Item, made: Made) -> Outcome:
     try:
-        return _commit(store, [item])[0]
+        return _commit(store, [item], made)[0]
     except Exception as error:
         return error
 
 
-def _commit(store: Store, items: list[Item]) -> list[PutResult | None]:
+def _commit(store: Store, items: list[Item], made: Made) -> list[PutResult | None]:
     writes: list[StagedWrite] = []
     try:
         for entry, hash_hex, accepted in items:
             writes.append(StagedWrite(_staged_copy(store, entry, hash_hex), entry.node, entry.mtime,
-                                      entry.version, accepted, entry.bucket))
+                                      entry.version, accepted, entry.bucket, made.get(entry.node, (None,))[0]))
     except BaseException:
         for write in writes:
             store.tree.discard(write.staged)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import trio
 
+from cas import sparse
 from cas.blobtree import FICLONE, new_staging_file
 from cas.store import Store
 from cas.writeback import Outcome
@@ -39,7 +40,8 @@ LINGER_S = 2.0  # longer than the kernel keeps a named file's attributes (operat
 
 
 def _copy_file(source: int, target: int, size: int) -> None:
-    """Copy `size` bytes of `source` into the empty `target`: a reflink where possible."""
+    """Copy `size` bytes of `source` into the empty `target`: a reflink where possible,
+    else its data extents, so a sparse file's holes stay holes (cas/sparse.py)."""
     import fcntl
 
     try:
@@ -47,12 +49,7 @@ def _copy_file(source: int, target: int, size: int) -> None:
         return
     except OSError:
         pass
-    offset = 0
-    while offset < size:
-        copied = os.copy_file_range(source, target, min(size - offset, 1 << 30), offset, offset)
-        if copied == 0:
-            break
-        offset += copied
+    sparse.copy_file(source, target, size)
 
 
 @dataclass(eq=False)

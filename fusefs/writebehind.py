@@ -24,7 +24,7 @@ from pathlib import Path
 import trio
 
 from cas.store import BATCH_BYTES, BATCH_FILES, Store
-from cas.writeback import ClosedFile, Journal, Outcome, commit_closed
+from cas.writeback import ClosedFile, Journal, Made, Outcome, commit_closed
 
 log = logging.getLogger("assetfs.mount")
 
@@ -176,6 +176,7 @@ class WriteBehind:
         self.small = Lane(self._commit)
         self.large = Lane(self._commit)
         self.lanes = (self.small, self.large)
+        self.made: Made = {}  # the objects this mount's commits created, by node (cas/superseded.py)
 
     async def submit(self, fd: int, staged: Path | None, node: int, bucket: str, mtime: float, base: str | None,
                      size: int, content_hash: Callable[[], str | None],
@@ -214,7 +215,7 @@ class WriteBehind:
 
     def _commit(self, batch: list[Pending]) -> dict[ClosedFile, Outcome]:
         try:
-            return commit_closed(self.store, [(pending.closed, pending.content_hash()) for pending in batch])
+            return commit_closed(self.store, [(pending.closed, pending.content_hash()) for pending in batch], self.made)
         except Exception as error:  # commit_closed reports per file; this is a bug or the disk
             log.exception("committing %d closed files failed", len(batch))
             return {pending.closed: error for pending in batch}

@@ -344,6 +344,8 @@ def test_init_on_a_non_empty_folder_that_is_not_a_store(tmp_path: Path, database
         ('[buckets.avatars]\nrules = ["select 1 from profile"]\n', "rules"),
         ('[bucket_defaults]\ngrace = "7 days"\n', "grace"),
         ('[buckets.avatars]\ngrace = ""\n', "grace"),
+        ('[bucket_defaults]\nfree_superseded = 60\n', "free_superseded"),
+        ('[buckets.avatars]\nfree_superseded = "a minute"\n', "free_superseded"),
         ('[gc]\ninterval = "10"\n', "interval"),
         ('[gc]\nmin_age = "-1h"\n', "min_age"),
         ('[gc]\nmin_age = "1y"\n', "min_age"),
