@@ -124,7 +124,12 @@ class Workbench:
         config = root / "assetfs.toml"
         text = config.read_text()
         assert 'min_age = "1h"' in text, text
-        config.write_text(text.replace('min_age = "1h"', 'min_age = "0s"'))
+        # a mount's own versions replaced within a minute are freed only while no other mount
+        # runs (cas/superseded.py, tested on its own in tests/test_superseded.py); the model
+        # keeps every acknowledged version, so it turns that off
+        assert 'grace = "7d"' in text, text
+        config.write_text(text.replace('min_age = "1h"', 'min_age = "0s"')
+                          .replace('grace = "7d"', 'grace = "7d"\nfree_superseded = "0s"'))
         return ModelStore(self, root, folder, env)
 
     def close(self) -> None:

@@ -29,6 +29,9 @@ The contract the model checks:
   within seconds; nothing acknowledged is lost: at the end every version is on a name, held,
   a conflict copy, or in the trash; `fsck --verify-content` is clean.
 
+The stores run with `free_superseded = "0s"`: the freeing of a mount's own quickly replaced
+versions (docs/concurrency.md, "Superseded versions") has its own tests (test_superseded.py).
+
 The default run uses one fixed seed (the same run every time); `scripts/test --long` (the
 `long` variant, 60 examples of 40 steps) draws a new one each time. Run longer also with
 ASSETFS_MODEL_EXAMPLES / ASSETFS_MODEL_STEPS. ASSETFS_MODEL_SEED replays a seed; the seed
