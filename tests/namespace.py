@@ -43,13 +43,19 @@ class PrivateNamespace:
         """Run a command in the namespace (as `user` when given); its output as text."""
         argv = ["nsenter", f"--target={self.pid}", "--mount", "--"]
         if user is not None:
-            argv += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+            argv += self.as_user(user)
         argv += [str(part) for part in command]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                 env={**os.environ, **(env or {})}, cwd="/")
         if check:
             assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}{result.stderr}"
         return result
+
+    def as_user(self, user: str) -> list[str]:
+        """setpriv's words for running as `user`, with its primary group and its groups as
+        the namespace's /etc/passwd and /etc/group say."""
+        gid = self.run("id", "-g", user).stdout.strip()
+        return ["setpriv", f"--reuid={user}", f"--regid={gid}", "--init-groups", "--"]
 
     def bind(self, source: Path, target: Path | str) -> None:
         self.run("mount", "--bind", source, target)
