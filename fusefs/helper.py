@@ -9,7 +9,9 @@ the kernel ends the FUSE connection and the daemon, seeing its mount gone, commi
 closed and exits.
 
 The options: `ro`/`rw`, `allow_other`, `gc` (the collector in the daemon), `log=FILE`,
-`pidfile=FILE`; `nosuid`, `nodev`, `noexec` and `noatime` are passed to the kernel; what
+`pidfile=FILE`, `setuid=USER` (as mount.fuse3's: run as USER, the store's owner, with
+USER's groups, from before the store is looked at; the mount then goes through fusermount3,
+and `allow_other` needs `user_allow_other` in /etc/fuse.conf); `nosuid`, `nodev`, `noexec` and `noatime` are passed to the kernel; what
 only mount(8) or fstab use (`defaults`, `noauto`, `nofail`, `_netdev`, `user`, `x-*`…) and
 the defaults `suid`, `dev`, `exec`, `atime` (mount(8) adds them; an asset store keeps
 FUSE's safe `nosuid,nodev`) are ignored. Anything else is bad input, one line, exit 2,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import getopt
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ DEFAULTS = frozenset({"suid", "dev", "exec", "atime", "rw", "async"})
 FOR_MOUNT = frozenset({"defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail",
                        "_netdev", "default_permissions", "relatime"})
 FLAGS = frozenset({"ro", "allow_other", "gc"})
-VALUED = ("log", "pidfile")
+PATHS = ("log", "pidfile")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Request:
     kernel: set[str] = field(default_factory=set)
     log: Path | None = None
     pidfile: Path | None = None
+    setuid: str | None = None
     fake: bool = False
     verbose: bool = False
 
@@ -79,10 +83,12 @@ def parse(argv: list[str]) -> Request:
 
 def _apply(request: Request, option: str, sloppy: bool) -> None:
     name, has_value, value = option.partition("=")
-    if name in VALUED and has_value:
+    if name in PATHS and has_value:
         if not value.startswith("/"):
             raise BadInput(f"-o {name}=: an absolute path is needed, got {value!r}")
         setattr(request, name, Path(value))
+    elif name == "setuid" and has_value:
+        request.setuid = value
     elif has_value and (name == "comment" or name.startswith("x-")):
         pass  # fstab's and systemd's own
     elif has_value:
@@ -103,13 +109,32 @@ def _apply(request: Request, option: str, sloppy: bool) -> None:
 
 
 def known() -> str:
-    return ", ".join(["ro", "rw", "allow_other", "gc", "log=FILE", "pidfile=FILE", *sorted(KERNEL)])
+    return ", ".join(["ro", "rw", "allow_other", "gc", "log=FILE", "pidfile=FILE", "setuid=USER", *sorted(KERNEL)])
+
+
+def become(name: str) -> None:
+    """setuid=USER: from here on this process (and the daemon it forks) is USER, with USER's
+    groups and home, as mount.fuse3 does for its `setuid=` option."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise BadInput(f"-o setuid={name}: no such user") from None
+    if os.geteuid() == entry.pw_uid:
+        return
+    if os.geteuid() != 0:
+        raise BadInput(f"-o setuid={name}: only root can mount as another user")
+    os.initgroups(name, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ.update(HOME=entry.pw_dir, USER=name, LOGNAME=name)
 
 
 def run(request: Request) -> str | None:
     """Mount as asked; the line to print with -v."""
     from fusefs.mount import MountOptions, mount
 
+    if request.setuid is not None:
+        become(request.setuid)
     store = check_store(StoreChoice(request.store, MOUNT_SOURCE, system_config_file()))
     if request.fake:
         return None

@@ -127,11 +127,12 @@ def test_bad_input_is_one_line_and_mounts_nothing(namespace, store_root, tmp_pat
 def test_options_map_onto_the_mount():
     request = parse(["/srv/store", "/srv/assets", "-n", "-o",
                      "rw,dev,suid,exec,atime,nosuid,nodev,noexec,noatime,allow_other,gc,log=/var/log/a.log,"
-                     "pidfile=/run/a.pid,nofail,_netdev,noauto,user,x-systemd.requires=network.target,comment=x",
+                     "pidfile=/run/a.pid,setuid=assetfs,nofail,_netdev,noauto,user,"
+                     "x-systemd.requires=network.target,comment=x",
                      "-t", "fuse.assetfs"])
     assert request == Request(Path("/srv/store"), Path("/srv/assets"), read_only=False, allow_other=True, gc=True,
                               kernel={"nosuid", "nodev", "noexec", "noatime"}, log=Path("/var/log/a.log"),
-                              pidfile=Path("/run/a.pid"))
+                              pidfile=Path("/run/a.pid"), setuid="assetfs")
     assert parse(["/s", "/m", "-o", "rw,ro"]).read_only and not parse(["/s", "/m", "-o", "ro,rw"]).read_only
     assert parse(["/s", "/m", "-s", "-o", "unknown,also=1"]) == Request(Path("/s"), Path("/m")), "-s: sloppy"
     assert parse(["/s", "/m", "-f", "-v"]).fake

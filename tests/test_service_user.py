@@ -21,12 +21,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from namespace import PrivateNamespace, private_namespace
+from namespace import PrivateNamespace, install_mount_helper, private_namespace
 from systemd_units import command
 
 USER = "assetfs"
@@ -179,3 +180,38 @@ def test_a_service_user_owns_the_store_mounts_it_for_others_and_collects(service
     assert all(line.split()[4] != str(mountpoint) for line in namespace.mountinfo().splitlines())
     fsck = as_user(namespace, base, assetfs, "--store", store, "fsck", check=False)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_an_fstab_line_with_setuid_mounts_as_the_service_user(service, database_url, tmp_path):
+    namespace, base = service
+    install_mount_helper(namespace, tmp_path)
+    store, mountpoint, pid_file = base / "store", base / "assets", base / "mount.pid"
+    assetfs = str(Path(sys.executable).parent / "assetfs")
+    as_user(namespace, base, assetfs, "--store", store, "init",
+            *(["--database-url", database_url] if database_url else []))
+    source = base / "font.woff2"
+    source.write_text("a font\n")
+    os.chmod(source, 0o644)
+    as_user(namespace, base, assetfs, "--store", store, "put", "fonts", source)
+    as_user(namespace, base, "mkdir", mountpoint)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{store} {mountpoint} fuse.assetfs setuid={USER},allow_other,pidfile={pid_file},"
+                     "_netdev,nofail 0 0\n")
+
+    namespace.run("mount", "--fstab", fstab, mountpoint)
+    pid = int(pid_file.read_text())
+    uid = int(namespace.run("id", "-u", USER).stdout)
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status, "the daemon runs as the service user"
+    read = as_user(namespace, base, "cat", mountpoint / "fonts" / "font.woff2", user="nobody")
+    assert read.stdout == "a font\n"
+
+    namespace.run("umount", mountpoint)
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}")
+    assert all(line.split()[4] != str(mountpoint) for line in namespace.mountinfo().splitlines())
+
+    refused = namespace.run("mount", "-t", "fuse.assetfs", store, mountpoint, "-o", "setuid=nosuchuser", check=False)
+    assert (refused.returncode, refused.stderr) == (2, "mount.fuse.assetfs: -o setuid=nosuchuser: no such user\n")
