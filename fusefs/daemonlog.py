@@ -3,7 +3,9 @@
 In the background the daemon logs to a file (`<store>/mount.log`, or `--log-file`): the
 file is put on file descriptor 2, so that what libfuse or Python itself writes to stderr
 lands there too. `--foreground` logs to stderr (journald under systemd) unless `--log-file`
-names a file. SIGHUP reopens the file by its path (logrotate moved the old one away: its
+names a file; when that stderr is systemd's journal (JOURNAL_STREAM names it), each line
+starts with its syslog priority (`<4>`) instead of a time, so `journalctl -p warning` works
+and the journal's own time is the one shown. SIGHUP reopens the file by its path (logrotate moved the old one away: its
 `postrotate` sends SIGHUP, docs/service.md): the new file is put on descriptor 2, where
 every handler writes, so no line is lost and the mount stays. Each line carries the time
 (ISO 8601, UTC), the level and the logger's name.
@@ -21,6 +23,8 @@ from cas.errors import BadInput
 
 log = logging.getLogger("assetfs.mount")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "<%(priority)d>%(levelname)s %(name)s: %(message)s"
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
 class UTCFormatter(logging.Formatter):
@@ -30,11 +34,30 @@ class UTCFormatter(logging.Formatter):
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
+class JournalFormatter(logging.Formatter):
+    """`<3>ERROR assetfs.mount: …`: systemd reads the priority off the line's start."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.priority = PRIORITIES.get(record.levelno, 6)
+        return super().format(record)
+
+
+def to_journal() -> bool:
+    """Whether descriptor 2 is the journal stream systemd gave the service (JOURNAL_STREAM
+    is its device:inode; a log file put on descriptor 2 later is not)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    try:
+        info = os.fstat(2)
+    except OSError:
+        return False
+    return bool(expected) and expected == f"{info.st_dev}:{info.st_ino}"
+
+
 def configure_logging() -> None:
     """Log to descriptor 2 (through sys.stderr), one line per record."""
     level = logging.DEBUG if os.environ.get("ASSETFS_DEBUG") == "1" else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(UTCFormatter(FORMAT))
+    handler.setFormatter(JournalFormatter(JOURNAL_FORMAT) if to_journal() else UTCFormatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
