@@ -120,6 +120,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     sink = LogFile(log_file, privacy.file_mode(store_root))
     sink.check()
     pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
+    _check_pid_file(pid_path)
     if foreground:
         sink.attach()
         configure_logging()
@@ -142,7 +143,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
 
 
 def _foreground_ready(mountpoint: Path, pid_file: Path | None) -> None:
-    _write_pid_file(pid_file)
+    _record_pid(pid_file)
     if notify(f"READY=1\nSTATUS=mounted at {mountpoint}"):
         log.info("told the service manager that the mount is ready")
 
@@ -164,7 +165,7 @@ def _daemonize(sink: LogFile) -> None:
 def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready_fd: int, sink: LogFile,
                 pid_file: Path | None) -> int:
     def ready() -> None:
-        _write_pid_file(pid_file)
+        _record_pid(pid_file)
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
@@ -183,13 +184,40 @@ def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready
         return 1
 
 
-def _write_pid_file(path: Path | None) -> None:
+def _check_pid_file(path: Path | None) -> None:
+    """A pid file that cannot be written is a one-line error before anything is mounted."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise BadInput(f"cannot write the pid file {path}: it is a folder")
+    try:
+        _write_pid_file(path, os.getpid())
+        path.unlink()
+    except OSError as error:
+        raise BadInput(f"cannot write the pid file {path}: {error.strerror}") from None
+
+
+def _write_pid_file(path: Path | None, pid: int | None = None) -> None:
     """The daemon's pid, written whole (a temporary file renamed over the path)."""
     if path is None:
         return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(f"{os.getpid()}\n")
-    os.replace(temporary, path)
+    pid = os.getpid() if pid is None else pid
+    temporary = path.with_name(f".{path.name}.{pid}")
+    try:
+        temporary.write_text(f"{pid}\n")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _record_pid(path: Path | None) -> None:
+    """Write the pid file once the mount is ready; checked before, so a failure now (the
+    folder changed meanwhile) is logged and the mount goes on."""
+    try:
+        _write_pid_file(path)
+    except OSError as error:
+        log.warning("could not write the pid file %s: %s", path, error.strerror)
 
 
 def _remove_pid_file(path: Path | None) -> None:

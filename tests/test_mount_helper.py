@@ -110,6 +110,7 @@ def test_an_fstab_line_mounts_and_files_copied_in_are_stored_after_umount(namesp
     ("{store}", "rw,turbo", "-o turbo: unknown option"),
     ("{store}", "log=relative.log", "-o log=: an absolute path is needed"),
     ("{store}", "log=/no/such/folder/mount.log", "cannot open the log file /no/such/folder/mount.log"),
+    ("{store}", "pidfile=/no/such/folder/mount.pid", "cannot write the pid file /no/such/folder/mount.pid"),
     ("store", "rw", "the source must be the store's absolute path"),
 ])
 def test_bad_input_is_one_line_and_mounts_nothing(namespace, store_root, tmp_path, source, options, message):
