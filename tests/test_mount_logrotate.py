@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import run_cli
 from fusefs.mount import FSTYPE, mounted_at
-from mounting import put, unmount
+from mounting import put, start_mount, stop_mount, unmount
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "assetfs.logrotate"
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR|DEBUG) assetfs\.[a-z.]+: ")
@@ -63,3 +64,20 @@ def test_logrotate_rotates_the_log_and_the_mount_stays(store_root, tmp_path):
     for line in (new + old).splitlines():
         assert LINE.match(line), line
     assert " ERROR " not in new + old
+
+
+def test_in_the_foreground_a_log_file_is_written_and_reopened_on_sighup(store_root, tmp_path):
+    log, moved, output = tmp_path / "mount.log", tmp_path / "mount.log.old", tmp_path / "stderr.log"
+    mount = start_mount(store_root, tmp_path / "mnt", output, "--log-file", str(log))
+    try:
+        wait_for(lambda: log.exists() and "mounted" in log.read_text(), "the log file got no lines")
+        log.rename(moved)
+        mount.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.exists() and "reopened" in log.read_text(), "SIGHUP did not reopen the log file")
+        assert mount.process.poll() is None and mounted_at(mount.path) == FSTYPE
+        assert os.listdir(mount.path) == [".trash"]
+    finally:
+        code = stop_mount(mount)
+    assert code == 0
+    assert "unmounted" in log.read_text() and "unmounted" not in moved.read_text()
+    assert output.read_text() == "", "with --log-file, nothing goes to stderr"
