@@ -32,6 +32,7 @@ from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
 from cas.writeback import JOURNAL_PREFIX, Journal, recover_all
 from fusefs.daemonlog import LogFile, configure_logging
+from fusefs import pidfile
 from fusefs.errors import inject_fault
 from fusefs.letgo import LetGo
 from fusefs.notify import notify
@@ -120,7 +121,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     sink = LogFile(log_file, privacy.file_mode(store_root))
     sink.check()
     pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
-    _check_pid_file(pid_path)
+    pidfile.check(pid_path)
     if foreground:
         sink.attach()
         configure_logging()
@@ -143,7 +144,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
 
 
 def _foreground_ready(mountpoint: Path, pid_file: Path | None) -> None:
-    _record_pid(pid_file)
+    pidfile.record(pid_file)
     if notify(f"READY=1\nSTATUS=mounted at {mountpoint}"):
         log.info("told the service manager that the mount is ready")
 
@@ -165,7 +166,7 @@ def _daemonize(sink: LogFile) -> None:
 def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready_fd: int, sink: LogFile,
                 pid_file: Path | None) -> int:
     def ready() -> None:
-        _record_pid(pid_file)
+        pidfile.record(pid_file)
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
@@ -182,53 +183,6 @@ def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready
         except OSError:
             pass  # ready was sent already
         return 1
-
-
-def _check_pid_file(path: Path | None) -> None:
-    """A pid file that cannot be written is a one-line error before anything is mounted."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise BadInput(f"cannot write the pid file {path}: it is a folder")
-    try:
-        _write_pid_file(path, os.getpid())
-        path.unlink()
-    except OSError as error:
-        raise BadInput(f"cannot write the pid file {path}: {error.strerror}") from None
-
-
-def _write_pid_file(path: Path | None, pid: int | None = None) -> None:
-    """The daemon's pid, written whole (a temporary file renamed over the path)."""
-    if path is None:
-        return
-    pid = os.getpid() if pid is None else pid
-    temporary = path.with_name(f".{path.name}.{pid}")
-    try:
-        temporary.write_text(f"{pid}\n")
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _record_pid(path: Path | None) -> None:
-    """Write the pid file once the mount is ready; checked before, so a failure now (the
-    folder changed meanwhile) is logged and the mount goes on."""
-    try:
-        _write_pid_file(path)
-    except OSError as error:
-        log.warning("could not write the pid file %s: %s", path, error.strerror)
-
-
-def _remove_pid_file(path: Path | None) -> None:
-    """Remove the pid file when it still names this process (a later mount may own it)."""
-    if path is None:
-        return
-    try:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink()
-    except OSError:
-        pass
 
 
 def _fault_from_environment() -> None:
@@ -251,7 +205,7 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
             finally:
                 live.end(forget=not _journal_left(store, live))
     finally:
-        _remove_pid_file(pid_file)
+        pidfile.remove(pid_file)
 
 
 def _journal_left(store: Store, live: LiveMount) -> bool:
