@@ -563,10 +563,13 @@ def main() -> None:
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option("--allow-other", is_flag=True, help="Let other users use the mount (the kernel checks modes).")
 @click.option("--gc", "run_gc", is_flag=True, help="Run the garbage collector in the mount's daemon.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="The daemon's log (default: <store>/mount.log).")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="The daemon's log (default: <store>/mount.log; with --foreground, stderr). SIGHUP reopens it.")
+@click.option("--pid-file", type=click.Path(dir_okay=False),
+              help="Write the daemon's pid here once the mount is ready (for a logrotate postrotate).")
 @pass_context
 def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool, run_gc: bool,
-          log_file: str | None) -> None:
+          log_file: str | None, pid_file: str | None) -> None:
     """Mount the store at MOUNTPOINT (in the background once ready, unless --foreground)."""
     from fusefs.mount import MountOptions
     from fusefs.mount import mount as mount_store
@@ -574,7 +577,7 @@ def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, 
     options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
     store_path = context.existing_store()
     pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,
-                      log_file=Path(log_file) if log_file else None)
+                      log_file=Path(log_file) if log_file else None, pid_file=Path(pid_file) if pid_file else None)
     if pid is not None:
         click.echo(f"mounted {store_path} at {mountpoint} (daemon pid {pid}); "
                    f"unmount with 'assetfs umount {mountpoint}'")

@@ -26,12 +26,13 @@ SYSTEM_DEFAULT = Path("/var/lib/assetfs")
 SYSTEM_CONFIG_KEYS = ("store",)
 
 OPTION, ENVIRONMENT, SYSTEM, DEFAULT = "option", "environment", "system config", "default"
+MOUNT_SOURCE = "mount source"  # `mount -t fuse.assetfs STORE …` or an fstab line (fusefs/helper.py)
 
 
 @dataclass(frozen=True)
 class StoreChoice:
     path: Path  # absolute
-    source: str  # OPTION, ENVIRONMENT, SYSTEM or DEFAULT
+    source: str  # OPTION, ENVIRONMENT, SYSTEM, DEFAULT or MOUNT_SOURCE
     config_file: Path  # the system configuration that was (or would have been) read
 
     def why(self) -> str:
@@ -40,6 +41,8 @@ class StoreChoice:
             return "given with --store"
         if self.source == ENVIRONMENT:
             return "from ASSETFS_STORE"
+        if self.source == MOUNT_SOURCE:
+            return "the mount's source"
         if self.source == SYSTEM:
             return f"named by 'store' in {self.config_file}"
         return f"the default: no --store, no ASSETFS_STORE and no 'store' in {self.config_file}"

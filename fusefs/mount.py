@@ -2,9 +2,11 @@
 
 `mount` runs the daemon in the foreground, or forks it into the background and returns once
 the mount answers requests (the daemon writes "ready" into a pipe; an error message instead
-when it could not mount). SIGINT, SIGTERM and SIGHUP reach the trio loop through trio's
-signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
-(`pyfuse3.close(unmount=True)`) and closes the store. `umount` is `fusermount3 -u`, which
+when it could not mount). In the foreground under systemd (`Type=notify`) the daemon sends
+`READY=1` at that same moment (fusefs/notify.py). SIGINT and SIGTERM reach the trio loop
+through trio's signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
+(`pyfuse3.close(unmount=True)`) and closes the store. SIGHUP reopens the log file
+(fusefs/daemonlog.py) and leaves the mount alone. `umount` is `fusermount3 -u`, which
 also clears a stale mount whose daemon died, of an assetfs mount only: the type in
 /proc/self/mountinfo (`fuse.assetfs`, from the subtype the mount sets) must say so.
 """
@@ -16,7 +18,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,11 @@ from cas.errors import BadInput, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
 from cas.writeback import JOURNAL_PREFIX, Journal, recover_all
+from fusefs.daemonlog import LogFile, configure_logging
+from fusefs import pidfile
 from fusefs.errors import inject_fault
 from fusefs.letgo import LetGo
+from fusefs.notify import notify
 from fusefs.operations import Operations
 from fusefs.readahead import READ_AHEAD_KIB, raise_read_ahead
 from fusefs.writebehind import WriteBehind
@@ -40,7 +44,8 @@ log = logging.getLogger("assetfs.mount")
 FSNAME = "assetfs"
 FSTYPE = f"fuse.{FSNAME}"  # the type an assetfs mount has in /proc/self/mountinfo (subtype=assetfs)
 LOG_NAME = "mount.log"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REOPEN_SIGNAL = signal.SIGHUP
 
 
 # checks ------------------------------------------------------------------------------------
@@ -99,54 +104,75 @@ class MountOptions:
     read_only: bool = False
     allow_other: bool = False  # other users may use the mount; the kernel checks modes
     gc: bool = False  # run the garbage collector in the daemon
+    kernel: frozenset[str] = frozenset()  # generic mount flags passed on (nosuid, nodev, noexec, noatime)
 
 
 def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground: bool = False,
-          log_file: Path | None = None) -> int | None:
-    """Mount the store; in the background returns the daemon's pid once the mount is ready."""
+          log_file: Path | None = None, pid_file: Path | None = None) -> int | None:
+    """Mount the store; in the background returns the daemon's pid once the mount is ready.
+
+    The log goes to `log_file`, else in the background to <store>/mount.log and in the
+    foreground to stderr; `pid_file` gets the daemon's pid once the mount is ready (for a
+    logrotate `postrotate` that sends SIGHUP) and is removed when it ends."""
     path = check_mountpoint(mountpoint)
     store_root = Path(os.path.abspath(store_root))
+    if log_file is None and not foreground:
+        log_file = store_root / LOG_NAME
+    sink = LogFile(log_file, privacy.file_mode(store_root))
+    sink.check()
+    pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
+    pidfile.check(pid_path)
     if foreground:
-        _configure_logging(sys.stderr)
-        serve(store_root, path, options, ready=lambda: None)
+        sink.attach()
+        configure_logging()
+        serve(store_root, path, options, ready=lambda: _foreground_ready(path, pid_path), sink=sink,
+              pid_file=pid_path)
         return None
-    log_path = Path(log_file) if log_file else store_root / LOG_NAME
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_end)
-        _daemonize(log_path, store_root)
-        os._exit(_run_daemon(store_root, path, options, write_end))
+        _daemonize(sink)
+        os._exit(_run_daemon(store_root, path, options, write_end, sink, pid_path))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         message = pipe.read().decode("utf-8", errors="replace").strip()
     if message == "ready":
         return pid
     os.waitpid(pid, 0)
-    raise StoreError(message or f"the mount daemon ended before the mount was ready; see {log_path}")
+    raise StoreError(message or f"the mount daemon ended before the mount was ready; see {sink.path}")
 
 
-def _daemonize(log_path: Path, store_root: Path) -> None:
+def _foreground_ready(mountpoint: Path, pid_file: Path | None) -> None:
+    pidfile.record(pid_file)
+    if notify(f"READY=1\nSTATUS=mounted at {mountpoint}"):
+        log.info("told the service manager that the mount is ready")
+
+
+def _daemonize(sink: LogFile) -> None:
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
     try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, privacy.file_mode(store_root))
-    except OSError:
-        log_fd = null
-    os.dup2(log_fd, 2)
+        sink.attach()
+    except BadInput:
+        pass  # checked before the fork; gone since: the daemon runs without a log
     os.chdir("/")
 
 
-def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready_fd: int) -> int:
+def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready_fd: int, sink: LogFile,
+                pid_file: Path | None) -> int:
     def ready() -> None:
+        pidfile.record(pid_file)
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
-    _configure_logging(sys.stderr)
+    configure_logging()
     try:
-        serve(store_root, mountpoint, options, ready)
+        serve(store_root, mountpoint, options, ready, sink=sink, pid_file=pid_file)
         return 0
     except BaseException as error:  # the parent shows this one line
         log.exception("the mount failed")
@@ -159,21 +185,6 @@ def _run_daemon(store_root: Path, mountpoint: Path, options: MountOptions, ready
         return 1
 
 
-def _configure_logging(stream) -> None:
-    level = logging.DEBUG if os.environ.get("ASSETFS_DEBUG") == "1" else logging.INFO
-    logging.basicConfig(stream=stream, level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("pyfuse3").addFilter(_demote_gone_requests)
-
-
-def _demote_gone_requests(record: logging.LogRecord) -> bool:
-    """pyfuse3 logs an ERROR when the kernel no longer wants a reply (ENOENT from
-    fuse_reply_*): the request was interrupted, or the mount went away while a background
-    request such as releasedir was queued. Nothing is lost then: it is logged as info."""
-    if record.levelno == logging.ERROR and "failed with No such file or directory" in record.getMessage():
-        record.levelno, record.levelname = logging.INFO, "INFO"
-    return True
-
-
 def _fault_from_environment() -> None:
     """ASSETFS_MOUNT_FAULT=operation:count makes handlers raise (tests of the EIO path)."""
     spec = os.environ.get("ASSETFS_MOUNT_FAULT")
@@ -182,15 +193,19 @@ def _fault_from_environment() -> None:
         inject_fault(operation, int(count or "1"))
 
 
-def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Callable[[], None]) -> None:
+def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Callable[[], None],
+          sink: LogFile | None = None, pid_file: Path | None = None) -> None:
     """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
     _fault_from_environment()
-    with Store.open(store_root) as store:
-        live = LiveMount.register(store)  # before anything else: from here on no one recovers it
-        try:
-            _serve(store, live, store_root, mountpoint, options, ready)
-        finally:
-            live.end(forget=not _journal_left(store, live))
+    try:
+        with Store.open(store_root) as store:
+            live = LiveMount.register(store)  # before anything else: from here on no one recovers it
+            try:
+                _serve(store, live, store_root, mountpoint, options, ready, sink or LogFile(None, 0))
+            finally:
+                live.end(forget=not _journal_left(store, live))
+    finally:
+        pidfile.remove(pid_file)
 
 
 def _journal_left(store: Store, live: LiveMount) -> bool:
@@ -200,7 +215,7 @@ def _journal_left(store: Store, live: LiveMount) -> bool:
 
 
 def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, options: MountOptions,
-           ready: Callable[[], None]) -> None:
+           ready: Callable[[], None], sink: LogFile) -> None:
     if not options.read_only:
         committed, failed = recover_all(store)
         if committed or failed:
@@ -210,6 +225,7 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
         fuse_options.add("ro")
     if options.allow_other:
         fuse_options.add("allow_other")
+    fuse_options |= options.kernel
     writebehind = WriteBehind(store, Journal.start(store.tree.tmp, live.id))
     operations = Operations(store, writebehind, read_only=options.read_only)
     let_go = LetGo(store)
@@ -230,7 +246,7 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
         if collector is not None:
             collector.start()
             log.info("garbage collector running every %ss", store.config.gc.interval)
-        trio.run(_main, mountpoint, ready, operations, live, let_go)
+        trio.run(_main, mountpoint, ready, operations, live, let_go, sink)
     finally:
         if collector is not None:
             collector.stop()
@@ -241,9 +257,9 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
 
 
 async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations, live: LiveMount,
-                let_go: LetGo) -> None:
+                let_go: LetGo, sink: LogFile) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(_stop_on_signal)
+        await nursery.start(_on_signals, sink)
         nursery.start_soon(_heartbeat, live)
         nursery.start_soon(operations.writebehind.run)
         nursery.start_soon(let_go.run)
@@ -275,11 +291,16 @@ async def _when_serving(mountpoint: Path, ready: Callable[[], None]) -> None:
     ready()
 
 
-async def _stop_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+async def _on_signals(sink: LogFile, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """SIGINT and SIGTERM unmount; SIGHUP reopens the log file (logrotate) and nothing else."""
+    with trio.open_signal_receiver(*STOP_SIGNALS, REOPEN_SIGNAL) as signals:
         task_status.started()
         async for number in signals:
+            if number == REOPEN_SIGNAL:
+                sink.reopen()
+                continue
             log.info("%s: unmounting", signal.Signals(number).name)
+            notify("STOPPING=1")
             pyfuse3.terminate()
             return
 

@@ -4,7 +4,7 @@ error; every other pyfuse3 error stays an error."""
 
 import logging
 
-from fusefs.mount import _demote_gone_requests
+from fusefs.daemonlog import demote_gone_requests as _demote_gone_requests
 
 
 def record(message: str, *args: object) -> logging.LogRecord:

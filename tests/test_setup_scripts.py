@@ -52,6 +52,23 @@ def test_ensure_on_path_links_assetfs_so_bare_commands_work_from_any_folder(tmp_
     assert "not a link" in kept.stderr.decode()
 
 
+def test_ensure_mount_helper_links_the_helper_where_mount_looks(tmp_path):
+    sbin = tmp_path / "sbin"
+    result = bash(f"source {SETUP}; ensure_mount_helper", env={"ASSETFS_SBIN_DIR": str(sbin)})
+    assert result.returncode == 0, result.stderr.decode()
+    link = sbin / "mount.fuse.assetfs"
+    assert os.readlink(link) == str(REPO / ".venv" / "bin" / "mount.fuse.assetfs")
+    usage = subprocess.run([str(link)], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and usage.stderr.startswith("mount.fuse.assetfs: usage: "), usage.stderr
+
+    again = bash(f"source {SETUP}; ensure_mount_helper", env={"ASSETFS_SBIN_DIR": str(sbin)})
+    assert again.returncode == 0 and "in place" in again.stderr.decode()
+    link.unlink()
+    write(link, "#!/bin/sh\n")
+    kept = bash(f"source {SETUP}; ensure_mount_helper", env={"ASSETFS_SBIN_DIR": str(sbin)})
+    assert kept.returncode == 0 and link.read_text() == "#!/bin/sh\n" and "not a link" in kept.stderr.decode()
+
+
 def package_list(name: str) -> set[str]:
     result = bash(f'source {SETUP}; echo "${{{name}[@]}}"')
     assert result.returncode == 0, result.stderr.decode()

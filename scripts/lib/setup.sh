@@ -12,6 +12,8 @@
 #                            pyproject.toml when MODULE does not import (after ensure_venv)
 #   ensure_on_path           as root, link $ASSETFS_BIN_DIR/assetfs (default /usr/local/bin)
 #                            to .venv/bin/assetfs
+#   ensure_mount_helper      as root, link $ASSETFS_SBIN_DIR/mount.fuse.assetfs (default /sbin,
+#                            where mount(8) looks) to .venv/bin/mount.fuse.assetfs
 #   ensure_postgres          start (or create) the PostgreSQL cluster, the `assetfs` role
 #                            and the `assetfs_test` database
 #   ensure_postgres_database NAME   another database owned by `assetfs` (after ensure_postgres)
@@ -22,6 +24,7 @@
 ASSETFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ASSETFS_VENV="$ASSETFS_ROOT/.venv"
 ASSETFS_BIN_DIR="${ASSETFS_BIN_DIR:-/usr/local/bin}"
+ASSETFS_SBIN_DIR="${ASSETFS_SBIN_DIR:-/sbin}"
 
 # What the main job (scripts/start) needs: the mount, the venv, content detection.
 ASSETFS_DEBIAN_PACKAGES=(
@@ -36,6 +39,7 @@ ASSETFS_TEST_DEBIAN_PACKAGES=(
     postgresql                      # the shared catalog the tests run against
     rsync attr bindfs b3sum         # copies into the mount, xattrs, the benchmarks' baselines
     nginx-light curl                # a real nginx in front of `assetfs serve` (tests/test_serve_nginx.py)
+    systemd logrotate               # systemd-analyze verify of scripts/systemd, the logrotate example (tests/test_service.py)
 )
 
 # tests/test_cephfs.py: a one-node cluster with two ceph-fuse clients ($CEPHFS_TOOLS)
@@ -186,6 +190,28 @@ ensure_on_path() {
         setup_say "assetfs on PATH ($link -> $target)"
     fi
     echo assetfs
+}
+
+# As root, let `mount -t fuse.assetfs` and fstab lines work: mount(8) runs
+# /sbin/mount.<type> (it looks in /sbin only). A link to the venv's helper, replaced when it
+# points elsewhere, never over a real file (docs/service.md).
+ensure_mount_helper() {
+    local link="$ASSETFS_SBIN_DIR/mount.fuse.assetfs" target="$ASSETFS_VENV/bin/mount.fuse.assetfs"
+    if [ "$(id -u)" -ne 0 ] && [ "$ASSETFS_SBIN_DIR" = /sbin ]; then
+        setup_say "not root: no mount helper in /sbin; mount -t fuse.assetfs will not work (assetfs mount does)"
+        return 0
+    fi
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        setup_say "warning: $link exists and is not a link; leaving it"
+        return 0
+    fi
+    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
+        mkdir -p "$ASSETFS_SBIN_DIR"
+        ln -sfn "$target" "$link"
+        setup_say "linked $link -> $target (mount -t fuse.assetfs, fstab)"
+    else
+        setup_say "mount helper in place ($link -> $target)"
+    fi
 }
 
 # pip install -e SPEC ('.' or '.[EXTRAS]') into .venv, quietly; on failure show the log's
