@@ -13,7 +13,7 @@ CONTENTS = [b"shared content " * 4000, b"other content " * 3000]
 
 
 def physical_bytes(store_root: Path) -> int:
-    """The bytes blobs/ and objects/ take, each inode counted once (as `du` does)."""
+    """The bytes the blobs and aliases take, each inode counted once (as `du` does)."""
     seen: set[int] = set()
     total = 0
     for folder, _, files in [*os.walk(store_root / "blobs"), *os.walk(store_root / "objects")]:
