@@ -132,17 +132,21 @@ def catalog_belongs_elsewhere(catalog: Catalog) -> str | None:
     return catalog.run(catalog_id, write=False)
 
 
-def give_loaded_id(root: Path, tx: Transaction, store_id: str) -> None:
-    """`assetfs load`: the empty catalog (in `tx`) and the blob tree at `root` take the id of
-    the store being loaded. A tree that holds another store's blobs is refused: the loaded
-    catalog would take every one of them for an orphan."""
+def check_loadable(root: Path, store_id: str) -> None:
+    """`assetfs load` of store `store_id` into the folder at `root`: refused when its blob tree
+    holds another store's blobs, since the loaded catalog would take each for an orphan."""
     tree = read_tree_id(root)
-    if tree != store_id:
-        blobs = root / "blobs"
-        if any(os.scandir(blobs)):
-            raise WrongStore(
-                f"the blob tree {blobs} holds blobs of store {tree or '(no id)'}, the dump is of store {store_id}: "
-                f"load it into a store whose blob tree is that store's copy, or a new one; nothing was changed")
+    blobs = root / "blobs"
+    if tree != store_id and any(os.scandir(blobs)):
+        raise WrongStore(
+            f"the blob tree {blobs} holds blobs of store {tree or '(no id)'}, the dump is of store {store_id}: "
+            f"load it into a store whose blob tree is that store's copy, or into a new one; nothing was changed")
+
+
+def give_loaded_id(root: Path, tx: Transaction, store_id: str) -> None:
+    """`assetfs load`, at its end: the catalog (in `tx`) and the folder at `root` take the id
+    of the store loaded (`check_loadable` said they may)."""
+    if read_tree_id(root) != store_id:
         staging = root / "tmp" / f"stage-store-id-{secrets.token_hex(4)}"
         privacy.create_file(staging, privacy.file_mode(root), f"{store_id}\n".encode())
         os.replace(staging, tree_file(root))
