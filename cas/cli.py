@@ -632,7 +632,9 @@ def load(context: Context, source: str) -> None:
     """Fill the store's empty catalog from a dump (a file, or - for standard input)."""
     from cas import dump as dumping
 
-    with Store.open(context.existing_store(), check_identity=False) as store:
+    root = context.existing_store()
+    dumping.create_private_catalog(root)
+    with Store.open(root, check_identity=False) as store:
         if source == "-":
             header, counts = dumping.load(store, sys.stdin)
         else:

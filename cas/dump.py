@@ -31,10 +31,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from cas import storeid, sweeppause
+from cas import privacy, storeid, sweeppause
 from cas.catalog import Catalog, Transaction
 from cas.catalog.schema import SCHEMA_VERSION
-from cas.config import Config
+from cas.config import Config, load_config
 from cas.errors import BadInput
 from cas.model import iso_time
 from cas.store import ZERO_ID, Store
@@ -234,6 +234,14 @@ def settings_differences(dumped: dict[str, Any], config: Config) -> list[str]:
         if dumped.get("buckets", {}).get(name) != here["buckets"].get(name):
             lines.append(f"[buckets.{name}] differs")
     return lines
+
+
+def create_private_catalog(root: Path) -> None:
+    """A store restored without its SQLite catalog (docs/backup.md) gets an empty one with
+    the store's file mode, as `assetfs init` makes it, before SQLite creates it with the umask's."""
+    path = root / "catalog.db"
+    if load_config(root).database_url is None and not path.exists():
+        privacy.create_file(path, privacy.file_mode(root))
 
 
 def write_file(path: Path) -> IO[str]:
