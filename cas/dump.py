@@ -22,6 +22,7 @@ and `load` says where the loading store's differ.
 `load` fills an empty catalog in one transaction: all of the stream or nothing.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -74,6 +75,16 @@ def dump(store: Store, write: Callable[[str], None], pause_for: float | None) ->
     """Write the catalog to `write`, a line at a time; return the header. With `pause_for`,
     a sweep pause of that many seconds is taken first (cas/sweeppause.py)."""
     pause = None if not pause_for else sweeppause.start(store.catalog, pause_for)
+    try:
+        return _dump_snapshot(store, write, pause)
+    except BaseException:
+        if pause is not None:  # no dump, no copy to wait for; the dump's own error is the one to report
+            with contextlib.suppress(Exception):
+                sweeppause.end(store.catalog, pause.id)
+        raise
+
+
+def _dump_snapshot(store: Store, write: Callable[[str], None], pause: sweeppause.Pause | None) -> dict[str, Any]:
     catalog = store.catalog
     with catalog.transaction() as tx:
         if catalog.dialect == "postgres":
@@ -168,6 +179,13 @@ def load(store: Store, lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, 
 
 
 def _records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from _parsed(lines)
+    except UnicodeDecodeError:
+        raise BadInput("the dump is not text (UTF-8): not an assetfs dump; nothing was loaded") from None
+
+
+def _parsed(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
