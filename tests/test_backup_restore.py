@@ -20,7 +20,6 @@ from cas import sweeppause
 from cas.store import Store
 from tests.conftest import ASSETFS, postgres_base_url, run_cli
 
-SHORT_GRACE = 2.0  # seconds: the bucket `scratch` purges its trash this soon after a delete
 
 
 @pytest.fixture
@@ -83,10 +82,8 @@ class Traffic:
 
 
 def prepare(store_root: Path, tmp_path: Path) -> dict[str, bytes]:
-    """A store in use: named objects, holds, and objects in the trash of `scratch`, whose
-    grace ends moments after the dump."""
-    config = store_root / "assetfs.toml"
-    config.write_text(config.read_text() + f'\n[buckets.scratch]\ngrace = "{int(SHORT_GRACE)}s"\n')
+    """A store in use: named objects, holds, and objects in the trash of `scratch` (their
+    grace ends during the backup: `back_up`)."""
     contents = {}
     with Store.open(store_root) as store:
         for index in range(10):
@@ -107,8 +104,10 @@ def back_up(store_root: Path, backup: Path, pause: str, while_running: bool = Tr
     backup.mkdir()
     dump_file = backup / "catalog.jsonl"
     dumped = run_cli(store_root, "dump", "-o", str(dump_file), "--pause-sweep", pause)
-    time.sleep(SHORT_GRACE + 0.5)  # the dumped trash's grace ends before the copy: the collector purges it
-    run_cli(store_root, "gc")
+    with Store.open(store_root) as store:  # the grace of the dumped trash ends before the copy
+        store.catalog.run(lambda tx: tx.execute("update objects set purge_after = :now where bucket = 'scratch'",
+                                                {"now": time.time()}))
+    run_cli(store_root, "gc")  # the collector purges it (and would sweep its blobs)
     copy = subprocess.run(["rsync", "-aH", f"{store_root}/blobs", f"{store_root}/objects",
                            f"{store_root}/assetfs.toml", f"{backup}/"], capture_output=True, timeout=120)
     assert copy.returncode in (0, 24), copy.stderr  # 24: files vanished meanwhile (purged), as expected
