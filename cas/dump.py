@@ -42,6 +42,7 @@ from cas.store import ZERO_ID, Store
 
 FORMAT, VERSION = "assetfs-dump", 1
 PAGE = 1000
+BATCH_ROWS = 200  # rows per insert statement: 200 × 13 columns stays far below SQLite's 32,766 parameters
 _COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # (table, key columns and where each starts, which rows): in an order that loads with every
@@ -161,8 +162,10 @@ def load(store: Store, lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, 
     def fill(tx: Transaction) -> dict[str, int]:
         counts = _refuse_unless_empty(tx, catalog)
         storeid.check_loadable(store.root, header["store_id"])
+        batch = _Batch(tx, catalog.dialect)
         for number, record in stream:
             if "end" in record:
+                batch.flush()
                 if counts != record["end"]:
                     raise BadInput(f"line {number}: the dump's end counts {record['end']} rows, it held {counts}")
                 if next(stream, None) is not None:
@@ -171,7 +174,7 @@ def load(store: Store, lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, 
                 storeid.give_loaded_id(store.root, tx, header["store_id"])
                 return counts
             table, row = _row_record(number, record)
-            _insert(tx, catalog.dialect, table, row, number)
+            batch.add(table, row)
             counts[table] += 1
         raise BadInput("the dump ends early (no end line): it is incomplete; nothing was loaded")
 
@@ -233,13 +236,34 @@ def _row_record(number: int, record: dict[str, Any]) -> tuple[str, dict[str, Any
     return table, row
 
 
-def _insert(tx: Transaction, dialect: str, table: str, row: dict[str, Any], number: int) -> None:
-    columns = ", ".join(row)
-    values = ", ".join(f":{column}" for column in row)
-    # node ids are kept (the mount's inode numbers come from them); PostgreSQL's identity
-    # column takes them only when told to
-    overriding = " overriding system value" if dialect == "postgres" and table == "nodes" else ""
-    tx.execute(f"insert into {table} ({columns}){overriding} values ({values})", row)
+class _Batch:
+    """Rows of one table with the same columns, inserted by one statement per BATCH_ROWS
+    (a statement per row costs a round trip each on PostgreSQL)."""
+
+    def __init__(self, tx: Transaction, dialect: str) -> None:
+        self.tx, self.dialect = tx, dialect
+        self.table: str | None = None
+        self.columns: tuple[str, ...] = ()
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        if (table, tuple(row)) != (self.table, self.columns) or len(self.rows) >= BATCH_ROWS:
+            self.flush()
+            self.table, self.columns = table, tuple(row)
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = ", ".join(self.columns)
+        values = ", ".join("(" + ", ".join(f":r{index}_{column}" for column in self.columns) + ")"
+                           for index in range(len(self.rows)))
+        params = {f"r{index}_{column}": value for index, row in enumerate(self.rows) for column, value in row.items()}
+        # node ids are kept (the mount's inode numbers come from them); PostgreSQL's identity
+        # column takes them only when told to
+        overriding = " overriding system value" if self.dialect == "postgres" and self.table == "nodes" else ""
+        self.tx.execute(f"insert into {self.table} ({columns}){overriding} values {values}", params)
+        self.rows = []
 
 
 def settings_differences(dumped: dict[str, Any], config: Config) -> list[str]:
