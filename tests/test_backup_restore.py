@@ -99,7 +99,7 @@ def prepare(store_root: Path, tmp_path: Path) -> dict[str, bytes]:
     return contents
 
 
-def back_up(store_root: Path, backup: Path, pause: str, while_running: bool = True) -> list[dict]:
+def back_up(store_root: Path, backup: Path, pause: str) -> list[dict]:
     """docs/backup.md, steps 1–3: dump (with its sweep pause), copy the blob tree, resume."""
     backup.mkdir()
     dump_file = backup / "catalog.jsonl"
