@@ -526,6 +526,40 @@ class BlobTree:
                 os.close(fd)
             Path(name).unlink(missing_ok=True)
 
+    def relink_alias(self, hash_hex: str, bucket: str, object_id: str, filename: str) -> bool:
+        """Replace the object's alias (a copy, or a wrong file) with a hardlink to its blob,
+        atomically: the link is made under a staging name in tmp/ and renamed over the alias,
+        so the alias's name always shows the content. False, leaving the alias as it is, when
+        the blob has run out of links (EMLINK). The caller holds the blob lock."""
+        blob = self.blob_path(hash_hex)
+        alias = self.alias_path(bucket, object_id, filename)
+        temporary = self.tmp / f"{STAGING_PREFIX}relink-{object_id}"
+        try:
+            changed = {alias.parent}
+            _make_folder(alias.parent, changed)
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(blob, temporary)
+            except OSError as error:
+                if error.errno == errno.EMLINK:
+                    return False
+                raise
+            os.rename(temporary, alias)
+            _flush(changed, None)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise _storage_error(error, "relinking the object's alias failed") from None
+        return True
+
+    @staticmethod
+    def links_left(path: Path) -> bool:
+        """Whether the file at `path` can take one more hardlink (its filesystem's LINK_MAX)."""
+        try:
+            limit = os.pathconf(path, "PC_LINK_MAX")
+        except (OSError, ValueError):
+            return True  # no limit known: a copy is never needed
+        return path.stat().st_nlink < limit
+
     def remove_alias(self, bucket: str, object_id: str) -> None:
         """Remove an object's alias folder and whatever it holds (it holds one file)."""
         folder = self.alias_dir(bucket, object_id)

@@ -592,6 +592,67 @@ def umount(mountpoint: str) -> None:
     umount_store(Path(mountpoint))
 
 
+# backups and moves (docs/backup.md) ------------------------------------------------------
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the dump to this file (made "
+              "0600) instead of standard output.")
+@click.option("--pause-sweep", "pause_sweep", default="6h", show_default=True,
+              help="The collector unlinks no blob for this long, or until --resume-sweep: copy the blob tree "
+                   "meanwhile. 0: no pause (the dump only reads).")
+@click.option("--resume-sweep", "resume_sweep", metavar="PAUSE_ID",
+              help="The blob tree's copy is done: end the dump's pause (exit 1 if it had run out already).")
+@pass_context
+def dump(context: Context, output: str | None, pause_sweep: str, resume_sweep: str | None) -> None:
+    """Write the catalog as JSON lines, from one snapshot, while the store keeps running."""
+    from cas import dump as dumping, sweeppause
+
+    with context.open() as store:
+        if resume_sweep is not None:
+            pause = sweeppause.end(store.catalog, resume_sweep)
+            click.echo(f"sweep pause {pause.id} ended; the collector unlinks blobs again")
+            return
+        pause_for = 0.0 if pause_sweep.strip() == "0" else parse_duration(pause_sweep, "--pause-sweep")
+        if output is None:
+            header = dumping.dump(store, sys.stdout.write, pause_for)
+            sys.stdout.flush()
+        else:
+            with dumping.write_file(Path(output)) as file:
+                header = dumping.dump(store, file.write, pause_for)
+                file.flush()
+                os.fsync(file.fileno())
+    pause = header["sweep_pause"]
+    if pause is not None:
+        click.echo(f"dump: the collector unlinks no blob until {pause['ends_at']}: copy the blob tree now, then "
+                   f"run 'assetfs dump --resume-sweep {pause['id']}'", err=True)
+
+
+@cli.command()
+@click.argument("source", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@pass_context
+def load(context: Context, source: str) -> None:
+    """Fill the store's empty catalog from a dump (a file, or - for standard input)."""
+    from cas import dump as dumping
+
+    root = context.existing_store()
+    dumping.create_private_catalog(root)
+    with Store.open(root, check_identity=False) as store:
+        if source == "-":
+            header, counts = dumping.load(store, sys.stdin)
+        else:
+            try:
+                with open(source, encoding="utf-8") as file:
+                    header, counts = dumping.load(store, file)
+            except OSError as error:
+                raise BadInput(f"cannot read {source}: {error.strerror}") from None
+        differences = dumping.settings_differences(header["settings"], store.config)
+    loaded = ", ".join(f"{count} {table}" for table, count in counts.items())
+    click.echo(f"loaded store {header['store_id']} (dumped {header['taken_at']} from {header['source']}): {loaded}")
+    for line in differences:
+        click.echo(f"load: {line} from the dumped store's assetfs.toml: copy its bucket settings here", err=True)
+
+
 # the garbage collector (gc/, import name casgc) --------------------------------------------
 
 

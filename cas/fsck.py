@@ -181,9 +181,11 @@ class Checker:
             found.not_repaired = "no intact copy of this content is left; the objects using it are damaged"
 
     def relink_alias(self, row: dict[str, Any]) -> None:
-        alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
-        alias.unlink(missing_ok=True)
-        self.tree.make_alias(row["hash"], row["bucket"], row["id"], row["filename"])
+        """Make the alias a hardlink to the blob, replacing what is there in one rename (a
+        copy where the blob has run out of links)."""
+        if not self.tree.relink_alias(row["hash"], row["bucket"], row["id"], row["filename"]):
+            alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
+            self.tree.copy_blob_to(self.tree.blob_path(row["hash"]), alias)
 
     def check_alias(self, row: dict[str, Any]) -> None:
         alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
@@ -202,7 +204,14 @@ class Checker:
             except FileNotFoundError:
                 pass  # the blob is missing: reported by check_blob
             if alias_stat.st_size == row["size"] and (not self.verify_content or hash_file(alias) == row["hash"]):
-                return  # a copy, made when the blob had run out of links: accepted
+                if self.tree.blob_size(row["hash"]) is None or not self.tree.links_left(blob):
+                    return  # the blob is missing (check_blob), or ran out of links: a copy is all there can be
+                # a copy where a link could be: a copy of the store that did not keep hard
+                # links (rsync -a without -H), or an alias replaced by hand
+                found = self.problem("alias_copy", alias, "the alias is a copy, not a hard link of its blob "
+                                     "(copied without keeping hard links: rsync without -H?)", row["id"])
+                self.fix_alias(found, row)
+                return
         found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
         self.fix_alias(found, row)
 

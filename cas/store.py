@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cas import ahead, names, privacy, reserve, superseded
+from cas import ahead, names, privacy, reserve, storeid, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -34,7 +35,7 @@ from cas.validate import check_bucket, check_content_type, check_expiry, check_f
 log = logging.getLogger("assetfs.store")
 
 STORE_PARTS = (CONFIG_NAME, "blobs", "objects", "tmp", "catalog.db", "catalog.db-wal", "catalog.db-shm",
-               "catalog.db-writer", "catalog.db-waiting", reserve.RESERVE_NAME)
+               "catalog.db-writer", "catalog.db-waiting", reserve.RESERVE_NAME, storeid.TREE_FILE)
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 MAX_OWNER_LENGTH = 255
 KNOWN_CONTENT_MIN_SIZE = 1024 * 1024  # smaller files are staged at once: looking first costs more
@@ -147,6 +148,17 @@ class _Placement:
         return replace(result, object=info, trashed=True)
 
 
+def _refuse_catalog_of_another_store(root: Path, catalog: Catalog) -> None:
+    """`init` of a new folder on a catalog that belongs to a store already: refused, before
+    anything is written into the folder (a second server shares the store's folder instead)."""
+    known = storeid.catalog_belongs_elsewhere(catalog)
+    if known is not None:
+        catalog.close()
+        raise storeid.WrongStore(
+            f"the catalog {catalog.describe()} belongs to store {known} already; another server of that store "
+            f"uses its shared folder (mount the shared filesystem at {root}) rather than a new one")
+
+
 def _too_large(bucket: str, max_size: int) -> TooLarge:
     return TooLarge(f"larger than bucket {bucket}'s max_size ({format_size(max_size)}); nothing was stored")
 
@@ -179,7 +191,10 @@ class Store:
     # opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | Path) -> "Store":
+    def open(cls, root: str | Path, check_identity: bool = True) -> "Store":
+        """Open the store at `root`. Its blob tree and catalog must carry one store id
+        (cas/storeid.py); only `assetfs load`, which gives an empty catalog the id of the
+        store it loads, opens without that check."""
         root = Path(root).absolute()
         if not root.is_dir():
             raise BadInput(f"{root} is not an assetfs store (no such folder); create one with 'assetfs init'")
@@ -190,7 +205,14 @@ class Store:
         if config.database_url is None:  # on a full disk, SQLite needs room even to read
             reserve.release_if_low(root, config.disk_reserve)
         tree.tmp.mkdir(exist_ok=True)
-        return cls(root, config, open_catalog(root, config.database_url, config.write_lock_timeout))
+        catalog = open_catalog(root, config.database_url, config.write_lock_timeout)
+        try:
+            if check_identity:
+                storeid.check(root, catalog)
+        except BaseException:
+            catalog.close()
+            raise
+        return cls(root, config, catalog)
 
     @classmethod
     def init(cls, root: str | Path, database_url: str | None = None, group: str | None = None) -> tuple["Store", bool]:
@@ -212,6 +234,7 @@ class Store:
             raise BadInput(f"{root} exists and is not a folder")
         if root.is_dir() and any(entry.name not in STORE_PARTS for entry in root.iterdir()):
             raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
+        created = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
             privacy.make_root(root, gid)
@@ -219,13 +242,19 @@ class Store:
             if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
                 privacy.create_file(root / "catalog.db", files)
             catalog = open_catalog(root, database_url)
+            _refuse_catalog_of_another_store(root, catalog)
             tree = BlobTree(root)
             tree.create_dirs()
             for folder in (tree.blobs, tree.objects, tree.tmp):
                 os.chmod(folder, folders)
+            storeid.check(root, catalog)
             privacy.create_file(root / CONFIG_NAME, files, render_config(database_url).encode())
         except OSError as error:
             raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
+        except storeid.WrongStore:
+            if created:
+                shutil.rmtree(root, ignore_errors=True)  # nothing of anyone's is in a folder made just now
+            raise
         store = cls(root, load_config(root), catalog)
         store._keep_reserve()
         return store, True

@@ -9,7 +9,8 @@ deduplicates onto an object, or re-creates a blob — is re-checked under the bl
 from casgc import failures
 from casgc.batches import Context, Outcome, Scan, run_scan
 from casgc.report import PassReport
-from cas import names
+from cas import names, sweeppause
+from cas.model import iso_time
 from cas.catalog import Transaction
 from cas.catalog.base import Row
 from cas.faults import crash_point
@@ -117,15 +118,22 @@ def sweep(context: Context) -> PassReport:
             return Outcome("swept", bytes_freed=row["size"])
         if not tx.try_lock_blob(row["hash"]):
             return Outcome("busy")
+        # the pause is read in the statement that sees the objects gone (cas/sweeppause.py)
         deleted = tx.one("delete from blobs where hash = :hash and not exists "
-                         "(select 1 from objects where hash = :hash) returning hash", {"hash": row["hash"]})
+                         "(select 1 from objects where hash = :hash) and " + sweeppause.NOT_PAUSED
+                         + " returning hash", {"hash": row["hash"], "now": context.now})
         if deleted is None:
-            return Outcome("in_use")
+            return Outcome("paused" if sweeppause.active(tx, context.now) else "in_use")
         size = tree.blob_size(row["hash"]) or 0
         tree.remove_blob(row["hash"])
         crash_point("gc:swept")
         return Outcome("swept", bytes_freed=size)
 
+    paused_until = context.store.catalog.run(lambda tx: sweeppause.active(tx, context.now), write=False)
+    if paused_until is not None:  # a backup copies the blob tree: nothing is unlinked (cas/sweeppause.py)
+        report = PassReport("sweep")
+        report.note = f"paused by a backup's dump until {iso_time(paused_until)}"
+        return report
     sql = (
         "select t.hash, t.size, " + failures.ATTEMPTS + " from blobs t " + failures.join("t.hash")
         + " where not exists (select 1 from objects o where o.hash = t.hash) and " + failures.DUE

@@ -20,6 +20,7 @@ class PassReport:
     skipped_buckets: dict[str, str] = field(default_factory=dict)  # bucket → why its rules cannot run
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    note: str | None = None  # why the pass did not run (a sweep paused by a backup)
 
     def error(self, message: str) -> None:
         self.errors += 1
@@ -31,6 +32,7 @@ class PassReport:
             "pass": self.name, "examined": self.examined, "counts": dict(self.counts),
             "bytes_freed": self.bytes_freed, "errors": self.errors, "deferred": self.deferred,
             "skipped_buckets": self.skipped_buckets, "messages": self.messages, "seconds": round(self.seconds, 3),
+            "note": self.note,
         }
 
     def summary_line(self) -> str:
@@ -42,6 +44,8 @@ class PassReport:
             parts.append(f"{self.deferred} deferred")
         if self.skipped_buckets:
             parts.append("buckets skipped: " + ", ".join(sorted(self.skipped_buckets)))
+        if self.note:
+            parts.append(self.note)
         return f"{self.name}: " + ", ".join(parts) + f" ({self.seconds:.2f}s)"
 
 

@@ -201,6 +201,20 @@ MIGRATIONS: list[list[str | Dialects]] = [
     [
         "alter table nodes add column mtime_set_at {float}",
     ],
+    # 11: the store's id, also written in its blob tree (a server whose tree is another one
+    # refuses to run), and the collector's sweep pauses that a backup's dump takes
+    # (docs/schema.md, docs/backup.md)
+    [
+        """create table store (
+            id text primary key,
+            created_at {float} not null
+        )""",
+        """create table sweep_pauses (
+            id text primary key,
+            started_at {float} not null,
+            ends_at {float} not null
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
