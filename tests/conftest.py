@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -43,21 +44,30 @@ def postgres_base_url() -> str | None:
     return url
 
 
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database for one test (or run), dropped afterwards: the catalog makes
+    its own schema (`assetfs`) in it, so tests that run at once never share tables."""
+    base = postgres_base_url()
+    name = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"create database {name}")
+    try:
+        yield psycopg.conninfo.make_conninfo(base, dbname=name)
+    finally:
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"drop database {name} with (force)")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None for SQLite; for PostgreSQL a conninfo whose search_path is a fresh, private schema."""
+    """None for SQLite; for PostgreSQL the URL of a fresh database (the catalog's tables go
+    into its schema `assetfs`; `public` is the application's)."""
     if request.param == "sqlite":
         yield None
         return
-    base = postgres_base_url()
-    schema = f"test_{secrets.token_hex(6)}"
-    with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(f"create schema {schema}")
-    try:
-        yield psycopg.conninfo.make_conninfo(base, options=f"-csearch_path={schema}")
-    finally:
-        with psycopg.connect(base, autocommit=True) as connection:
-            connection.execute(f"drop schema {schema} cascade")
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

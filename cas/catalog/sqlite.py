@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
-from cas.catalog.migrate import migrate
 from cas.catalog.writequeue import DEFAULT_TIMEOUT, Turn, WriteQueue
 from cas.errors import StoreError
 
@@ -74,23 +73,55 @@ class SqliteTransaction(Transaction):
     def writers_waiting(self) -> bool:
         return self._turn is not None and self._turn.others_waiting()
 
+    def has_table(self, name: str) -> bool:
+        return self.connection.execute("select 1 from main.sqlite_master where type = 'table' and name = ?",
+                                       (name,)).fetchone() is not None
+
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, row)}
 
 
+def _uri(path: Path, read_only: bool, immutable: bool = False) -> str:
+    query = "?mode=ro" + ("&immutable=1" if immutable else "") if read_only else ""
+    return path.absolute().as_uri() + query
+
+
 class SqliteCatalog(Catalog):
+    """`read_only`: the database is opened read-only (the read commands: docs/upgrade.md),
+    so a user who may only read the store's files can use it. `attach`: application
+    databases attached read-only under their names, for bucket rules (`app.profile`)."""
+
     dialect = "sqlite"
     types = TYPES
 
-    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT, read_only: bool = False,
+                 attach: Mapping[str, str] | None = None) -> None:
         self.path = path
-        self.writes = WriteQueue(path, write_lock_timeout)
+        self.read_only = read_only
+        self.attach = dict(attach or {})
+        self.writes = WriteQueue(path, write_lock_timeout, create=not read_only)
         self._busy_timeout_ms = max(1, round(write_lock_timeout * 1000))  # writers outside the queue (sqlite3 shell)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        migrate(self)
+        self._connection()  # says now, in one line, when the database cannot be opened
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection. Read-only, when this user may not create the WAL's files beside
+        the database and no one has it open (no `-wal` file: nothing is committed but not yet
+        in the database), it is opened `immutable`: SQLite's WAL needs them even to read."""
+        immutable = (self.read_only and not os.access(self.path.parent, os.W_OK)
+                     and not os.path.exists(f"{self.path}-wal"))
+        try:
+            connection = sqlite3.connect(_uri(self.path, self.read_only, immutable), uri=True, isolation_level=None,
+                                         check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
+            for name, database in self.attach.items():
+                connection.execute("attach database ? as " + name, (_uri(Path(database), read_only=True),))
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the catalog {self.path}"
+                             f"{' or the databases it attaches' if self.attach else ''}: {first_line(error)}") from None
+        return connection
 
     def _connection(self, background: bool = False) -> sqlite3.Connection:
         """This thread's connection; background writes have their own, which does not
@@ -98,11 +129,11 @@ class SqliteCatalog(Catalog):
         name = "background" if background else "connection"
         connection = getattr(self._local, name, None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                         timeout=self._busy_timeout_ms / 1000)
+            connection = self._open()
             connection.row_factory = _dict_row
             connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
-            connection.execute("pragma journal_mode = wal")
+            if not self.read_only:
+                connection.execute("pragma journal_mode = wal")  # once set, it stays: this only reads it
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")
             if background:
@@ -116,6 +147,8 @@ class SqliteCatalog(Catalog):
     @contextmanager
     def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
         background = background and write
+        if write and self.read_only:
+            raise StoreError(f"the catalog {self.path} was opened read-only; this command may not change it")
         connection = self._connection(background)
         relaxed = write and not durable
         try:
