@@ -269,9 +269,10 @@ class Store:
         return store, True
 
     def _create_schema(self) -> None:
-        """`init`: a catalog without tables gets the whole schema; any other must be this
-        assetfs's version already (`assetfs migrate` is how a catalog is upgraded)."""
-        if current_version(self.catalog) == 0:
+        """`init`: a catalog without tables gets the whole schema (unless an older assetfs
+        made them in another schema: that is reported, not hidden by an empty catalog); any
+        other must be this assetfs's version already (`assetfs migrate` upgrades one)."""
+        if current_version(self.catalog) == 0 and self.catalog.tables_elsewhere() is None:
             migrate(self.catalog)
         check_version(self.catalog, self.command())
 

@@ -58,7 +58,8 @@ class PostgresTransaction(Transaction):
         try:
             self.connection.execute("set local transaction_read_only = on")
             # the application's names first (its search_path), then the catalog's tables
-            self.connection.execute("select set_config('search_path', %s, true)", (self.catalog.rule_search_path(),))
+            self.connection.execute("select set_config('search_path', %s, true)",
+                                    (self.catalog.rule_search_path(self.connection),))
             self.connection.execute(f"set local statement_timeout = {max(1, round(timeout * 1000))}")
             row = self.connection.execute(translate(sql), params).fetchone()
         except psycopg.Error as error:
@@ -125,6 +126,7 @@ class PostgresCatalog(Catalog):
         self.schema = schema
         self.read_only = read_only
         self.app_search_path = ""  # the connection's search_path before the catalog's replaced it
+        self._rule_search_path: str | None = None
         kwargs = _connect_options(url)
         try:
             # One connection first: the pool would retry a refused one in the background and
@@ -147,8 +149,16 @@ class PostgresCatalog(Catalog):
         if self.read_only:
             connection.execute("set default_transaction_read_only = on")
 
-    def rule_search_path(self) -> str:
-        return ", ".join(part for part in (self.app_search_path.strip(), quote_schema(self.schema)) if part)
+    def rule_search_path(self, connection: psycopg.Connection) -> str:
+        """The schemas the connection's own search_path names (`"$user"` resolved; the
+        catalog's own left out, even when the role's name makes `"$user"` it), then the
+        catalog's. Worked out once, inside the caller's savepoint, then kept."""
+        if self._rule_search_path is None:
+            connection.execute("select set_config('search_path', %s, true)", (self.app_search_path,))
+            row = connection.execute("select current_schemas(false) as schemas").fetchone()
+            schemas = [schema for schema in row["schemas"] if schema != self.schema] + [self.schema]
+            self._rule_search_path = ", ".join(map(quote_schema, schemas))
+        return self._rule_search_path
 
     def schema_setup(self) -> list[str]:
         return [f"create schema if not exists {quote_schema(self.schema)}"]

@@ -133,7 +133,7 @@ class SqliteCatalog(Catalog):
             connection.row_factory = _dict_row
             connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
             if not self.read_only:
-                connection.execute("pragma journal_mode = wal")  # once set, it stays: this only reads it
+                connection.execute("pragma main.journal_mode = wal")  # once set, it stays: this only reads it
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")
             if background:
@@ -156,7 +156,13 @@ class SqliteCatalog(Catalog):
                 connection.execute("pragma synchronous = normal")
             try:
                 with self.writes.turn(background) if write else nullcontext() as turn:
-                    connection.execute("begin immediate" if write else "begin")
+                    if write and self.attach:
+                        # BEGIN IMMEDIATE would take the write lock of every attached database
+                        # too, which are read-only; a write that changes no row takes main's alone
+                        connection.execute("begin")
+                        connection.execute("update main.schema_version set version = version where 0")
+                    else:
+                        connection.execute("begin immediate" if write else "begin")
                     try:
                         yield SqliteTransaction(connection, turn)
                         connection.execute("commit")
@@ -184,7 +190,7 @@ class SqliteCatalog(Catalog):
             return
         self._local.checkpointed = connection.total_changes
         try:
-            connection.execute("pragma wal_checkpoint(passive)")
+            connection.execute("pragma main.wal_checkpoint(passive)")
         except sqlite3.OperationalError:
             pass  # the transaction committed; the WAL is copied later (by this, or by a writer's commit)
 
