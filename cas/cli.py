@@ -597,6 +597,7 @@ def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, 
 
     options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
     store_path = context.existing_store()
+    Store.open(store_path, read_only=True).close()  # a catalog of another schema version: its own exit code
     pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,
                       log_file=Path(log_file) if log_file else None)
     if pid is not None:

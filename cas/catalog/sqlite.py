@@ -27,8 +27,9 @@ TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "floa
 
 
 class SqliteTransaction(Transaction):
-    def __init__(self, connection: sqlite3.Connection, turn: Turn | None) -> None:
+    def __init__(self, connection: sqlite3.Connection, turn: Turn | None, read_only: bool = False) -> None:
         self.connection = connection
+        self.read_only = read_only  # the catalog's: its connections stay query_only
         self._turn = turn  # a write transaction's place in the write queue
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -57,7 +58,7 @@ class SqliteTransaction(Transaction):
             raise RuleError(first_line(error), timed_out=timed_out) from None
         finally:
             connection.set_progress_handler(None, 0)
-            connection.execute("pragma query_only = off")
+            connection.execute(f"pragma query_only = {'on' if self.read_only else 'off'}")
             connection.execute("rollback to savepoint assetfs_guarded")
             connection.execute("release savepoint assetfs_guarded")
         return row
@@ -108,14 +109,18 @@ class SqliteCatalog(Catalog):
         self._connection()  # says now, in one line, when the database cannot be opened
 
     def _open(self) -> sqlite3.Connection:
-        """A new connection. Read-only, when this user may not create the WAL's files beside
-        the database and no one has it open (no `-wal` file: nothing is committed but not yet
-        in the database), it is opened `immutable`: SQLite's WAL needs them even to read."""
-        immutable = (self.read_only and not os.access(self.path.parent, os.W_OK)
-                     and not os.path.exists(f"{self.path}-wal"))
+        """A new connection. Read-only, it refuses every write (`query_only`); SQLite's WAL
+        still makes its `-wal` and `-shm` files to read, and removes them when the last
+        connection closes. A user who may not create them there (who may only read the
+        store) opens the database read-only instead, and when no one has it open (no `-wal`
+        file: nothing is committed but not yet in the database) `immutable`, as it is."""
+        by_reader = self.read_only and not os.access(self.path.parent, os.W_OK)
+        immutable = by_reader and not os.path.exists(f"{self.path}-wal")
         try:
-            connection = sqlite3.connect(_uri(self.path, self.read_only, immutable), uri=True, isolation_level=None,
+            connection = sqlite3.connect(_uri(self.path, by_reader, immutable), uri=True, isolation_level=None,
                                          check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
+            if self.read_only:
+                connection.execute("pragma query_only = on")
             for name, database in self.attach.items():
                 connection.execute("attach database ? as " + name, (_uri(Path(database), read_only=True),))
         except sqlite3.Error as error:
@@ -164,7 +169,7 @@ class SqliteCatalog(Catalog):
                     else:
                         connection.execute("begin immediate" if write else "begin")
                     try:
-                        yield SqliteTransaction(connection, turn)
+                        yield SqliteTransaction(connection, turn, self.read_only)
                         connection.execute("commit")
                     except BaseException:
                         if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
