@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,8 +56,25 @@ def fresh_database() -> Iterator[str]:
     try:
         yield psycopg.conninfo.make_conninfo(base, dbname=name)
     finally:
-        with psycopg.connect(base, autocommit=True) as connection:
-            connection.execute(f"drop database {name} with (force)")
+        drop_database(base, name)
+
+
+def drop_database(base: str, name: str, attempts: int = 20) -> None:
+    """Drop a test's database, ending the sessions a test left open (FORCE). FORCE may not
+    end an autovacuum worker's (not this role's); a plain DROP waits for that one itself."""
+    with psycopg.connect(base, autocommit=True) as connection:
+        for attempt in range(attempts):
+            try:
+                connection.execute(f"drop database if exists {name} with (force)")
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                try:
+                    connection.execute(f"drop database if exists {name}")
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt + 1 == attempts:
+                        raise
+                    time.sleep(0.25)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
