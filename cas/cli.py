@@ -98,9 +98,12 @@ def migrate(context: Context, dry_run: bool) -> None:
     if not statements:
         click.echo(f"the catalog ({where}) is up to date: schema version {current}")
     elif dry_run:
-        click.echo(f"-- the catalog ({where}) is at schema version {current}; migrating it to {SCHEMA_VERSION} runs:")
+        click.echo(f"-- the catalog ({where}) is at schema version {current}; migrating it to {SCHEMA_VERSION} runs,"
+                   " in one transaction:")
+        click.echo("begin;")
         for statement in statements:
             click.echo(statement.strip() + ";")
+        click.echo("commit;")
     else:
         click.echo(f"migrated the catalog ({where}) from schema version {current} to {SCHEMA_VERSION}")
 
