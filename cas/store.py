@@ -182,9 +182,10 @@ class Store:
         schema is not this assetfs's is refused (`SchemaMismatch`, which says whether to run
         `assetfs migrate` or upgrade assetfs) unless `check_schema` is off (`migrate` itself).
 
-        `read_only` (the read commands): nothing is written at all, neither to the catalog
-        (its transactions are read-only) nor to the store's files, so a user or database role
-        that may only read can use it (docs/upgrade.md)."""
+        `read_only` (the read commands): nothing is written, neither to the catalog (its
+        transactions are read-only) nor to the store's files, so a user or database role that
+        may only read can use it (docs/upgrade.md). Only on a full disk does a read give the
+        SQLite store's reserve back, as every command does (cas/reserve.py)."""
         root = Path(root).absolute()
         if not root.is_dir():
             raise BadInput(f"{root} is not an assetfs store (no such folder); create one with 'assetfs init'")
@@ -192,9 +193,9 @@ class Store:
         tree = BlobTree(root)
         if not (tree.blobs.is_dir() and tree.objects.is_dir()):
             raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
+        if config.database_url is None:  # on a full disk, SQLite needs room even to read:
+            reserve.release_if_low(root, config.disk_reserve)  # the one file a read may remove
         if not read_only:
-            if config.database_url is None:  # on a full disk, SQLite needs room even to read
-                reserve.release_if_low(root, config.disk_reserve)
             tree.tmp.mkdir(exist_ok=True)
         catalog = open_catalog(root, config.database_url, config.write_lock_timeout, schema=config.database_schema,
                                read_only=read_only, attach=config.attach)
