@@ -1,7 +1,8 @@
 """The `assetfs` command.
 
-Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 130 interrupted
-(SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
+Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 75 the write lock
+stayed taken; 78 the catalog's schema is not this assetfs's (docs/upgrade.md); 130
+interrupted (SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
 see the traceback of an unexpected one.
 """
 

@@ -8,6 +8,7 @@ commands write nothing: a read-only PostgreSQL role and a user who may only read
 store's files run them.
 """
 
+import io
 import os
 import secrets
 import shlex
@@ -230,3 +231,10 @@ def test_a_user_who_may_only_read_a_sqlite_store(open_folder: Path) -> None:
         assert result.returncode == 0, (args, result.stderr.decode())
     assert tree_state(root) == before
     assert stat.S_IMODE(root.stat().st_mode) == 0o2750  # the group may read, not write
+
+    with Store.open(root) as owners:  # while the owner has it open: SQLite reads the WAL read-only
+        owners.put("photos", io.BytesIO(b"newer"), name="b.txt")
+        assert (root / "catalog.db-wal").exists()
+        result = subprocess.run([*NOBODY_IN_GROUP, ASSETFS, "--store", str(root), "stat", "photos/b.txt"],
+                                capture_output=True, timeout=60, cwd="/")
+        assert result.returncode == 0 and b"b.txt" in result.stdout, result.stderr.decode()
