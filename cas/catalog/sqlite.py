@@ -89,9 +89,10 @@ def _uri(path: Path, read_only: bool, immutable: bool = False) -> str:
 
 
 class SqliteCatalog(Catalog):
-    """`read_only`: the database is opened read-only (the read commands: docs/upgrade.md),
-    so a user who may only read the store's files can use it. `attach`: application
-    databases attached read-only under their names, for bucket rules (`app.profile`)."""
+    """`read_only` (the read commands: docs/upgrade.md): no transaction may write, no lock
+    file is made, and a user who may only read the store's files can use it (`_open`).
+    `attach`: application databases attached read-only under their names, for bucket rules
+    (`app.profile`)."""
 
     dialect = "sqlite"
     types = TYPES
