@@ -89,7 +89,8 @@ def test_an_older_catalog_is_refused_then_migrated(store_root: Path) -> None:
     remake_catalog(store_root, older)
     fix = f"assetfs --store {shlex.quote(str(store_root))} migrate"
 
-    for args in (["ls"], ["stat", OBJECT_ID], ["put", "b", "-"], ["gc", "--dry-run"], ["hold", "ls"]):
+    for args in (["ls"], ["stat", OBJECT_ID], ["put", "b", "-"], ["gc", "--dry-run"], ["hold", "ls"], ["init"],
+                 ["mount", str(store_root.parent / "no-such-mountpoint")]):
         line = one_line(run_cli(store_root, *args, input=b"x", check=MISMATCH_EXIT))
         assert f"schema version {older}" in line and f"run '{fix}'" in line, line
     assert version_of(store_root) == older, "a command migrated the catalog"
@@ -110,6 +111,23 @@ def test_an_older_catalog_is_refused_then_migrated(store_root: Path) -> None:
     assert "app:page-1" in run_cli(store_root, "hold", "ls", OBJECT_ID).stdout.decode()
     assert "up to date" in run_cli(store_root, "migrate").stdout.decode()
     run_cli(store_root, "put", "b", "-", input=b"after the upgrade")
+
+
+def test_two_servers_migrate_at_once(store_root: Path) -> None:
+    """Both succeed; the migrations run once (the schema lock), the second finds it up to date."""
+    remake_catalog(store_root, SCHEMA_VERSION - 1)
+    runs = [subprocess.Popen([ASSETFS, "--store", str(store_root), "migrate"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    said = sorted(out.decode() for out, _ in outputs)
+    assert "migrated the catalog" in said[0] and "up to date" in said[1], said
+    catalog = raw_catalog(store_root)
+    try:
+        versions = catalog.run(lambda tx: tx.all("select version from schema_version order by version"), write=False)
+    finally:
+        catalog.close()
+    assert [row["version"] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_every_older_version_migrates(store_root: Path) -> None:
