@@ -1,7 +1,8 @@
 """The `assetfs` command.
 
-Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 130 interrupted
-(SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
+Exit codes: 0 ok; 1 problems found or not found; 2 bad usage or bad input; 75 the write lock
+stayed taken; 78 the catalog's schema is not this assetfs's (docs/upgrade.md); 130
+interrupted (SIGINT), 143 terminated (SIGTERM). Every error is one line on stderr; set ASSETFS_DEBUG=1 to
 see the traceback of an unexpected one.
 """
 
@@ -50,8 +51,9 @@ class Context:
         """The chosen store's path, or one line saying which path was tried and why."""
         return check_store(self.choice)
 
-    def open(self) -> Store:
-        return Store.open(self.existing_store())
+    def open(self, read_only: bool = False) -> Store:
+        """The store; `read_only` for the read commands, which write nothing (docs/upgrade.md)."""
+        return Store.open(self.existing_store(), read_only=read_only)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -71,14 +73,43 @@ def cli(ctx: click.Context, store_option: str | None) -> None:
 @cli.command()
 @click.option("--database-url", help="Keep the catalog in PostgreSQL instead of SQLite in the store "
               "(its password may come from PGPASSWORD or PGPASSFILE instead).")
+@click.option("--database-schema", help="PostgreSQL: the schema of the catalog's tables (default: assetfs).")
 @click.option("--group", help="Let this group read the store (default: its owner alone).")
 @pass_context
-def init(context: Context, database_url: str | None, group: str | None) -> None:
-    """Create a store (does nothing if one is there already)."""
-    store, created = Store.init(context.store_path, database_url=database_url, group=group)
+def init(context: Context, database_url: str | None, database_schema: str | None, group: str | None) -> None:
+    """Create a store and its catalog's schema (does nothing if they are there already)."""
+    store, created = Store.init(context.store_path, database_url=database_url, group=group,
+                                database_schema=database_schema)
     with store:
         what = "created" if created else "already a store:"
         click.echo(f"{what} {store.root} (catalog: {store.catalog.describe()})")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
+@pass_context
+def migrate(context: Context, dry_run: bool) -> None:
+    """Upgrade the catalog's schema to this assetfs's version (docs/upgrade.md)."""
+    from cas.catalog.migrate import migrate as migrate_catalog
+    from cas import storeid
+    from cas.catalog.schema import SCHEMA_VERSION
+
+    with Store.open(context.existing_store(), check_schema=False) as store:
+        current, statements = migrate_catalog(store.catalog, dry_run=dry_run)
+        where = store.catalog.describe()
+        if not dry_run:  # a store from before migration 11 gets its id (cas/storeid.py)
+            storeid.check(store.root, store.catalog)
+    if not statements:
+        click.echo(f"the catalog ({where}) is up to date: schema version {current}")
+    elif dry_run:
+        click.echo(f"-- the catalog ({where}) is at schema version {current}; migrating it to {SCHEMA_VERSION} runs,"
+                   " in one transaction:")
+        click.echo("begin;")
+        for statement in statements:
+            click.echo(statement.strip() + ";")
+        click.echo("commit;")
+    else:
+        click.echo(f"migrated the catalog ({where}) from schema version {current} to {SCHEMA_VERSION}")
 
 
 # put -----------------------------------------------------------------------------------------
@@ -277,7 +308,7 @@ def object_record(info: ObjectInfo, holds: list[str] | None = None) -> dict[str,
 @pass_context
 def cat(context: Context, object_id: str) -> None:
     """Write an object's content to standard output."""
-    with context.open() as store, store.open_object(object_id) as source:
+    with context.open(read_only=True) as store, store.open_object(object_id) as source:
         shutil.copyfileobj(source, sys.stdout.buffer, 1024 * 1024)
 
 
@@ -289,7 +320,7 @@ def cat(context: Context, object_id: str) -> None:
 @pass_context
 def get(context: Context, object_id: str, output: str | None, force: bool) -> None:
     """Copy an object's content to a file (or with -o -, to standard output)."""
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         info = store.get(object_id)
         if output == "-":
             with store.open_object(info.id) as source:
@@ -330,7 +361,7 @@ def _object_id_of(store: Store, reference: str) -> str:
 @pass_context
 def stat(context: Context, reference: str, as_json: bool) -> None:
     """Show an object's metadata, names and holds (by id, or by a name it has)."""
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         info = store.get(_object_id_of(store, reference))
         record = object_record(info, store.holds(info.id))
         if "/" in reference:  # by name: the name it was found by
@@ -356,7 +387,7 @@ def _ls_line(info: ObjectInfo, name: str | None = None) -> str:
 def ls(context: Context, where: str | None, as_json: bool) -> None:
     """List live objects: of BUCKET (or all), oldest first; or by name, under a folder of
     a bucket's tree (one line per name, in name order)."""
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         if where is None or "/" not in where:
             for info in store.list(where):
                 click.echo(json.dumps(object_record(info)) if as_json else _ls_line(info))
@@ -439,7 +470,7 @@ def hold_rm(context: Context, object_id: str, owner: str) -> None:
 @pass_context
 def hold_ls(context: Context, object_id: str | None, owner: str | None, as_json: bool) -> None:
     """List holds: of OBJECT_ID, of an owner, or all."""
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         for row in store.list_holds(object_id, owner):
             record = {"object_id": str(row["object_id"]), "owner": row["owner"], "bucket": row["bucket"],
                       "created_at": iso_time(row["created_at"])}
@@ -482,7 +513,7 @@ def stats(context: Context, as_json: bool) -> None:
     """Objects, blobs and bytes per bucket, and the dedup ratio."""
     from cas.stats import collect_stats
 
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         result = collect_stats(store)
     click.echo(json.dumps(result) if as_json else result_table(result))
 
@@ -576,6 +607,7 @@ def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, 
 
     options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
     store_path = context.existing_store()
+    Store.open(store_path, read_only=True).close()  # a catalog of another schema version: its own exit code
     pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,
                       log_file=Path(log_file) if log_file else None, pid_file=Path(pid_file) if pid_file else None)
     if pid is not None:
@@ -684,7 +716,7 @@ def trash_ls(context: Context, bucket: str | None, as_json: bool) -> None:
     """List trashed objects (of BUCKET, or all)."""
     from casgc.console import trash_list
 
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         trash_list(store, bucket, as_json)
 
 
@@ -757,7 +789,7 @@ def token_ls(context: Context, as_json: bool) -> None:
     """List tokens (their ids and scopes; the secrets are not kept)."""
     from cas import tokens
 
-    with context.open() as store:
+    with context.open(read_only=True) as store:
         for made in tokens.list_tokens(store.catalog):
             record = made.to_json()
             verbs = "+".join(verb for verb in ("read", "write") if record[verb])

@@ -4,6 +4,8 @@ Every key is known and typed: an unknown key or a value of the wrong type is an 
 that names the key, so a typo never silently falls back to a default.
 
     database_url = "postgresql://user:pass@host/db"   # optional; SQLite in the store if absent
+    database_schema = "assetfs"  # PostgreSQL: the schema of the catalog's tables
+    attach = { app = "/srv/app/app.db" }   # SQLite: databases bucket rules may read (`app.profile`)
     orphan_grace = "1h"        # files with no catalog row younger than this are left alone
     write_lock_timeout = "30s" # SQLite: a writer waits this long at most for the write lock
     disk_reserve = "8MiB"      # SQLite: room kept for the catalog on a full disk ("0" for none)
@@ -37,6 +39,7 @@ that names the key, so a typo never silently falls back to a default.
     base_url = "https://assets.example.org"   # what `assetfs url` and the API's links start with
 """
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +53,9 @@ from cas.sizes import parse_size
 from cas.validate import check_bucket
 
 CONFIG_NAME = "assetfs.toml"
+DEFAULT_SCHEMA = "assetfs"
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_RESERVED_ATTACH = {"main", "temp"}
 DAY = 86400.0
 MIB = 1024 * 1024
 
@@ -90,6 +96,8 @@ class StorageConfig:
 @dataclass(frozen=True)
 class Config:
     database_url: str | None = None
+    database_schema: str = DEFAULT_SCHEMA
+    attach: dict[str, str] = field(default_factory=dict)
     orphan_grace: float = 3600.0
     write_lock_timeout: float = 30.0
     disk_reserve: int = 8 * MIB
@@ -170,6 +178,26 @@ def _syncfs(value: Any, where: str) -> str:
 _STORAGE_KEYS = {"syncfs": _syncfs}
 
 
+def check_schema_name(value: Any, where: str) -> str:
+    """A PostgreSQL schema name assetfs writes into SQL: lower-case letters, digits and `_`."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value) or value.startswith("pg_"):
+        raise BadInput(f"{where} must be a schema name of lower-case letters, digits and '_' "
+                       f"(not starting with a digit or 'pg_'), got {value!r}")
+    return value
+
+
+def _attach(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise BadInput(f"{CONFIG_NAME}: {where} must be a table of NAME = \"/path/to/database\"")
+    for name, path in value.items():
+        if not _IDENTIFIER.fullmatch(name) or name in _RESERVED_ATTACH:
+            raise BadInput(f"{CONFIG_NAME}: {where}: {name!r} is not a name rules can use "
+                           "(lower-case letters, digits and '_'; not main or temp)")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadInput(f"{CONFIG_NAME}: {where}.{name} must be an absolute path, got {path!r}")
+    return dict(value)
+
+
 _BUCKET_KEYS = {"dedupe": _boolean, "grace": _duration, "rules": _rules, "public": _boolean,
                 "max_size": _size, "free_superseded": _duration}
 
@@ -187,6 +215,8 @@ _SERVE_KEYS = {"listen": _text, "workers": _positive_int, "accel_redirect": _pre
 def parse_config(raw: dict[str, Any]) -> Config:
     top_keys: dict[str, Callable[[Any, str], Any]] = {
         "database_url": _text,
+        "database_schema": lambda value, where: check_schema_name(value, f"{CONFIG_NAME}: {where}"),
+        "attach": _attach,
         "orphan_grace": _duration,
         "write_lock_timeout": _positive_duration,
         "disk_reserve": _size_or_zero,
@@ -197,6 +227,10 @@ def parse_config(raw: dict[str, Any]) -> Config:
         "serve": lambda value, where: ServeConfig(**_table(value, where, _SERVE_KEYS)),
     }
     settings = _table(raw, "top level", top_keys)
+    if "database_schema" in settings and "database_url" not in settings:
+        raise BadInput(f"{CONFIG_NAME}: database_schema is for a PostgreSQL catalog (database_url); this store's is SQLite")
+    if "attach" in settings and "database_url" in settings:
+        raise BadInput(f"{CONFIG_NAME}: attach is for a SQLite catalog; a PostgreSQL rule names other schemas itself")
     buckets_raw = settings.pop("buckets", {})
     if not isinstance(buckets_raw, dict):
         raise BadInput(f"{CONFIG_NAME}: [buckets] must be a table of bucket tables")
@@ -226,11 +260,14 @@ def load_config(store_root: Path) -> Config:
     return parse_config(raw)
 
 
-def render_config(database_url: str | None) -> str:
+def render_config(database_url: str | None, database_schema: str = DEFAULT_SCHEMA) -> str:
     """The text `assetfs init` writes: the defaults, spelled out, so operators can edit them."""
-    url_line = f"database_url = {_toml_string(database_url)}\n" if database_url else (
+    url_line = (f"database_url = {_toml_string(database_url)}\n"
+                f"database_schema = {_toml_string(database_schema)}   # the schema of the catalog's tables\n"
+                ) if database_url else (
         "# database_url = \"postgresql://user@host/dbname\"   # default: SQLite in this store;\n"
         "#   the password from PGPASSWORD or PGPASSFILE (docs/security.md)\n"
+        "# attach = { app = \"/srv/app/app.db\" }   # databases bucket rules read (as app.profile)\n"
     )
     return (
         "# assetfs store configuration; see the README for every key.\n"

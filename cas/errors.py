@@ -55,3 +55,19 @@ class Busy(StoreError):
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h)
     errno = errno_codes.EBUSY
+
+
+class SchemaMismatch(StoreError):
+    """The catalog's schema version is not the one this assetfs was built for; nothing was
+    read or changed. The message says the one command that fixes it (docs/upgrade.md)."""
+
+    exit_code = 78  # EX_CONFIG (sysexits.h)
+
+
+class CatalogOutdated(SchemaMismatch):
+    """The catalog is older than this assetfs (or has no tables yet): `assetfs migrate`
+    (or `assetfs init`) brings it up to date."""
+
+
+class CatalogNewer(SchemaMismatch):
+    """The catalog was migrated by a newer assetfs: this server's assetfs must be upgraded."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import stat
 import time
@@ -22,7 +23,9 @@ from cas import ahead, names, privacy, reserve, storeid, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
-from cas.config import CONFIG_NAME, Config, load_config, render_config
+from cas.catalog.migrate import check_version, current_version, migrate
+from cas.catalog.schema import SCHEMA_VERSION
+from cas.config import CONFIG_NAME, DEFAULT_SCHEMA, Config, check_schema_name, load_config, render_config
 from cas.content_type import detect_content_type
 from cas.durability import syncfs_trusted
 from cas.errors import BadInput, NotFound, StoreError, TooLarge
@@ -186,15 +189,26 @@ class Store:
         self.root = root
         self.config = config
         self.catalog = catalog
+        self.read_only = False  # opened for the read commands: nothing may be written (`open`)
         self.tree = BlobTree(root, use_syncfs=syncfs_trusted(config.storage.syncfs, root))
 
     # opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | Path, check_identity: bool = True) -> "Store":
-        """Open the store at `root`. Its blob tree and catalog must carry one store id
-        (cas/storeid.py); only `assetfs load`, which gives an empty catalog the id of the
-        store it loads, opens without that check."""
+    def open(cls, root: str | Path, read_only: bool = False, check_schema: bool = True,
+             check_identity: bool = True) -> "Store":
+        """Open the store at `root`. Opening writes nothing to the catalog: a catalog whose
+        schema is not this assetfs's is refused (`SchemaMismatch`, which says whether to run
+        `assetfs migrate` or upgrade assetfs) unless `check_schema` is off (`migrate` itself).
+
+        `read_only` (the read commands): nothing is written, neither to the catalog (its
+        transactions are read-only) nor to the store's files, so a user or database role that
+        may only read can use it (docs/upgrade.md). Only on a full disk does a read give the
+        SQLite store's reserve back, as every command does (cas/reserve.py).
+
+        The blob tree and the catalog must carry one store id (cas/storeid.py); only `assetfs
+        load`, which gives an empty catalog the id of the store it loads, and `migrate` (whose
+        catalog may predate the id) open without that check."""
         root = Path(root).absolute()
         if not root.is_dir():
             raise BadInput(f"{root} is not an assetfs store (no such folder); create one with 'assetfs init'")
@@ -202,53 +216,76 @@ class Store:
         tree = BlobTree(root)
         if not (tree.blobs.is_dir() and tree.objects.is_dir()):
             raise BadInput(f"{root} is not an assetfs store (blobs/ or objects/ is missing)")
-        if config.database_url is None:  # on a full disk, SQLite needs room even to read
-            reserve.release_if_low(root, config.disk_reserve)
-        tree.tmp.mkdir(exist_ok=True)
-        catalog = open_catalog(root, config.database_url, config.write_lock_timeout)
+        if config.database_url is None:  # on a full disk, SQLite needs room even to read:
+            reserve.release_if_low(root, config.disk_reserve)  # the one file a read may remove
+        if not read_only:
+            tree.tmp.mkdir(exist_ok=True)
+        catalog = open_catalog(root, config.database_url, config.write_lock_timeout, schema=config.database_schema,
+                               read_only=read_only, attach=config.attach)
+        store = cls(root, config, catalog)
+        store.read_only = read_only
         try:
-            if check_identity:
-                storeid.check(root, catalog)
+            if check_schema:
+                check_version(catalog, store.command())
+                if check_identity:
+                    storeid.check(root, catalog, write=not read_only)
         except BaseException:
-            catalog.close()
+            store.close()
             raise
-        return cls(root, config, catalog)
+        return store
+
+    def command(self) -> str:
+        """How to name this store on the command line, in the fixes messages suggest."""
+        return f"assetfs --store {shlex.quote(str(self.root))}"
 
     @classmethod
-    def init(cls, root: str | Path, database_url: str | None = None, group: str | None = None) -> tuple["Store", bool]:
+    def init(cls, root: str | Path, database_url: str | None = None, group: str | None = None,
+             database_schema: str | None = None) -> tuple["Store", bool]:
         """Create a store at `root`, or open the one there. Returns (store, created).
 
-        The new store is its owner's alone, or also readable by `group` (cas/privacy.py)."""
+        Creates the catalog's schema (and on PostgreSQL its `database_schema`, default
+        `assetfs`) when it has none; an existing catalog of another version is refused, as
+        `open` does (`assetfs migrate` upgrades it). The new store is its owner's alone, or
+        also readable by `group` (cas/privacy.py)."""
         root = Path(root).absolute()
         gid = None if group is None else privacy.group_id(group)
+        if database_schema is not None:
+            check_schema_name(database_schema, "--database-schema")
+            if not database_url and not (root / CONFIG_NAME).exists():
+                raise BadInput("--database-schema is for a PostgreSQL catalog: give --database-url too")
         if (root / CONFIG_NAME).exists():
-            store = cls.open(root)
-            if database_url and store.config.database_url != database_url:
+            store = cls.open(root, check_schema=False)
+            try:
+                if database_url and store.config.database_url != database_url or (
+                        database_schema and store.config.database_schema != database_schema):
+                    raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
+                if gid is not None and not privacy.shared_with(root, gid):
+                    raise BadInput(f"{root} is already a store, not shared with group {group}; see docs/security.md")
+                store._create_schema()
+            except BaseException:
                 store.close()
-                raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
-            if gid is not None and not privacy.shared_with(root, gid):
-                store.close()
-                raise BadInput(f"{root} is already a store, not shared with group {group}; see docs/security.md")
+                raise
             return store, False
         if root.exists() and not root.is_dir():
             raise BadInput(f"{root} exists and is not a folder")
         if root.is_dir() and any(entry.name not in STORE_PARTS for entry in root.iterdir()):
             raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
         created = not root.exists()
+        schema = database_schema or DEFAULT_SCHEMA
         try:
             root.mkdir(parents=True, exist_ok=True)
             privacy.make_root(root, gid)
             files, folders = privacy.file_mode(root), privacy.dir_mode(root)
             if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
                 privacy.create_file(root / "catalog.db", files)
-            catalog = open_catalog(root, database_url)
-            _refuse_catalog_of_another_store(root, catalog)
+            catalog = open_catalog(root, database_url, schema=schema)
+            if current_version(catalog) == SCHEMA_VERSION:
+                _refuse_catalog_of_another_store(root, catalog)
             tree = BlobTree(root)
             tree.create_dirs()
             for folder in (tree.blobs, tree.objects, tree.tmp):
                 os.chmod(folder, folders)
-            storeid.check(root, catalog)
-            privacy.create_file(root / CONFIG_NAME, files, render_config(database_url).encode())
+            privacy.create_file(root / CONFIG_NAME, files, render_config(database_url, schema).encode())
         except OSError as error:
             raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
         except storeid.WrongStore:
@@ -256,15 +293,34 @@ class Store:
                 shutil.rmtree(root, ignore_errors=True)  # nothing of anyone's is in a folder made just now
             raise
         store = cls(root, load_config(root), catalog)
+        try:
+            store._create_schema()
+            storeid.check(root, catalog)
+        except storeid.WrongStore:
+            store.close()
+            if created:
+                shutil.rmtree(root, ignore_errors=True)  # nothing of anyone's is in a folder made just now
+            raise
+        except BaseException:
+            store.close()
+            raise
         store._keep_reserve()
         return store, True
+
+    def _create_schema(self) -> None:
+        """`init`: a catalog without tables gets the whole schema (unless an older assetfs
+        made them in another schema: that is reported, not hidden by an empty catalog); any
+        other must be this assetfs's version already (`assetfs migrate` upgrades one)."""
+        if current_version(self.catalog) == 0 and self.catalog.tables_elsewhere() is None:
+            migrate(self.catalog)
+        check_version(self.catalog, self.command())
 
     def close(self) -> None:
         self.catalog.close()
         self._keep_reserve()
 
     def _keep_reserve(self) -> None:
-        if self.config.database_url is None:
+        if self.config.database_url is None and not self.read_only:
             reserve.keep(self.root, self.config.disk_reserve)
 
     def __enter__(self) -> "Store":

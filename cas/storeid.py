@@ -102,15 +102,19 @@ def _mismatch(root: Path, tree: str | None, catalog: Catalog, known: str) -> Wro
         f"servers share; nothing was changed")
 
 
-def check(root: Path, catalog: Catalog) -> str:
+def check(root: Path, catalog: Catalog, write: bool = True) -> str | None:
     """The store's id, once the blob tree at `root` and the catalog agree on it (missing
-    halves are written as the module says); WrongStore when they belong to different stores."""
+    halves are written as the module says); WrongStore when they belong to different stores.
+    Without `write` (a read command) nothing is written: a store whose id is not written yet
+    (`assetfs migrate` writes it) is read as it is, and None is returned."""
     tree = read_tree_id(root)
     known, empty = catalog.run(lambda tx: (catalog_id(tx), catalog_is_empty(tx)), write=False)
     if known is not None:
         if tree != known:
             raise _mismatch(root, tree, catalog, known)
         return known
+    if not write:
+        return tree
     if tree is not None and empty:
         raise WrongStore(
             f"the catalog {catalog.describe()} is empty, but the store folder {root} belongs to store "

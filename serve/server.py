@@ -34,7 +34,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 def run(store_root: Path, listen: str | None, workers: int | None) -> None:
     import uvicorn
 
-    with Store.open(store_root) as store:  # checks the store and migrates its catalog once, up front
+    with Store.open(store_root) as store:  # checks the store and its schema version once, up front
         config = store.config.serve
         signing.load_secret(store.root)  # created here, before the workers race to make it
     host, port = parse_listen(listen or config.listen)

@@ -10,7 +10,9 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -43,21 +45,47 @@ def postgres_base_url() -> str | None:
     return url
 
 
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database for one test (or run), dropped afterwards: the catalog makes
+    its own schema (`assetfs`) in it, so tests that run at once never share tables."""
+    base = postgres_base_url()
+    name = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"create database {name}")
+    try:
+        yield psycopg.conninfo.make_conninfo(base, dbname=name)
+    finally:
+        drop_database(base, name)
+
+
+def drop_database(base: str, name: str, attempts: int = 20) -> None:
+    """Drop a test's database, ending the sessions a test left open (FORCE). FORCE may not
+    end an autovacuum worker's (not this role's); a plain DROP waits for that one itself."""
+    with psycopg.connect(base, autocommit=True) as connection:
+        for attempt in range(attempts):
+            try:
+                connection.execute(f"drop database if exists {name} with (force)")
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                try:
+                    connection.execute(f"drop database if exists {name}")
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt + 1 == attempts:
+                        raise
+                    time.sleep(0.25)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None for SQLite; for PostgreSQL a conninfo whose search_path is a fresh, private schema."""
+    """None for SQLite; for PostgreSQL the URL of a fresh database (the catalog's tables go
+    into its schema `assetfs`; `public` is the application's)."""
     if request.param == "sqlite":
         yield None
         return
-    base = postgres_base_url()
-    schema = f"test_{secrets.token_hex(6)}"
-    with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(f"create schema {schema}")
-    try:
-        yield psycopg.conninfo.make_conninfo(base, options=f"-csearch_path={schema}")
-    finally:
-        with psycopg.connect(base, autocommit=True) as connection:
-            connection.execute(f"drop schema {schema} cascade")
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

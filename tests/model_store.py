@@ -114,12 +114,10 @@ class Workbench:
         if self.catalog == "postgres":
             base = postgres_base_url()
             schema = f"model_{secrets.token_hex(6)}"
-            with psycopg.connect(base, autocommit=True) as connection:
-                connection.execute(f"create schema {schema}")
-            self.schemas.append(schema)
-            url = psycopg.conninfo.make_conninfo(base, options=f"-csearch_path={schema}")
+            self.schemas.append(schema)  # init creates it: the catalog's own schema in the shared database
+            url = base
         root = folder / "store"
-        store, _ = Store.init(root, database_url=url)
+        store, _ = Store.init(root, database_url=url, database_schema=schema if url else None)
         store.close()
         config = root / "assetfs.toml"
         text = config.read_text()

@@ -49,7 +49,8 @@ def test_a_server_that_is_not_there(store_root: Path, database_url: str | None) 
 def test_a_database_error(store_root: Path, database_url: str | None) -> None:
     if database_url is None:  # the catalog file is something else
         (store_root / "catalog.db").write_bytes(b"not a database " * 1000)
-    else:  # the catalog's tables would go where this role may not create any
-        use_catalog(store_root, options="-csearch_path=pg_catalog")
+    else:  # a table that is not what this assetfs expects: `ls` reads a column that is gone
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("alter table assetfs.objects rename column deleted_at to renamed")
     error = error_line(run_cli(store_root, "ls", check=1))
     assert error.startswith("assetfs: catalog database error: ")

@@ -186,7 +186,7 @@ def init_args(database_url: str | None) -> list[str]:
 def postgres_tables(database_url: str) -> int:
     with psycopg.connect(database_url) as connection:
         return connection.execute(
-            "select count(*) from information_schema.tables where table_schema = current_schema()"
+            "select count(*) from information_schema.tables where table_schema = 'assetfs'"
         ).fetchone()[0]
 
 

@@ -22,7 +22,7 @@ def test_a_blocked_lookup_stalls_nothing_else(database_url, store_root, server_f
     server = server_factory(store_root)
     auth = {"Authorization": f"Bearer {secret}"}
     with psycopg.connect(database_url) as locker, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        locker.execute("lock table objects in access exclusive mode")  # held until the transaction ends
+        locker.execute("lock table assetfs.objects in access exclusive mode")  # held until the transaction ends
         blocked = pool.submit(httpx.get, f"{server.url}/assets/by-id/{info.id}", headers=auth, timeout=60)
         for _ in range(20):
             assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200

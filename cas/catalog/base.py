@@ -66,6 +66,10 @@ class Transaction(ABC):
     def lock_schema(self) -> None:
         """Serialize migrations between processes (a write transaction is enough on SQLite)."""
 
+    @abstractmethod
+    def has_table(self, name: str) -> bool:
+        """Whether the catalog (its own schema, not an application's) has the table `name`."""
+
     def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         row = self.one(sql, params)
         return None if row is None else next(iter(row.values()))
@@ -83,6 +87,8 @@ class Catalog(ABC):
     """A connection (pool) to the catalog database; thread-safe."""
 
     dialect: str
+    types: dict[str, str]  # the column types migrations name `{uuid}`, `{serial_pk}`, `{float}`
+    schema: str | None = None  # PostgreSQL: the schema that holds the catalog's tables
     # Called with the objects that lost their last name, after the transaction that removed
     # it committed: the mount and the CLI check at once whether anything else refers to them
     # (docs/concurrency.md, "A name let go").
@@ -108,6 +114,15 @@ class Catalog(ABC):
 
     @abstractmethod
     def is_retryable(self, error: BaseException) -> bool: ...
+
+    def schema_setup(self) -> list[str]:
+        """Statements that make room for a new catalog's tables (PostgreSQL: its schema)."""
+        return []
+
+    def tables_elsewhere(self) -> str | None:
+        """Where an older assetfs made this catalog's tables, when not where they are looked
+        for now (PostgreSQL: a schema on the connection's search_path); None when nowhere."""
+        return None
 
     @abstractmethod
     def close(self) -> None: ...

@@ -17,7 +17,6 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 
 from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
-from cas.catalog.migrate import migrate
 from cas.errors import CatalogError
 
 TYPES = {"uuid": "uuid", "serial_pk": "bigint generated always as identity primary key", "float": "double precision"}
@@ -39,8 +38,9 @@ def blob_lock_key(hash_hex: str) -> int:
 
 
 class PostgresTransaction(Transaction):
-    def __init__(self, connection: psycopg.Connection) -> None:
+    def __init__(self, connection: psycopg.Connection, catalog: "PostgresCatalog") -> None:
         self.connection = connection
+        self.catalog = catalog
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.connection.execute(translate(sql), params or {})
@@ -57,6 +57,9 @@ class PostgresTransaction(Transaction):
         self.connection.execute("savepoint assetfs_guarded")
         try:
             self.connection.execute("set local transaction_read_only = on")
+            # the application's names first (its search_path), then the catalog's tables
+            self.connection.execute("select set_config('search_path', %s, true)",
+                                    (self.catalog.rule_search_path(self.connection),))
             self.connection.execute(f"set local statement_timeout = {max(1, round(timeout * 1000))}")
             row = self.connection.execute(translate(sql), params).fetchone()
         except psycopg.Error as error:
@@ -80,6 +83,12 @@ class PostgresTransaction(Transaction):
     def lock_schema(self) -> None:
         self.connection.execute("select pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
 
+    def has_table(self, name: str) -> bool:
+        row = self.connection.execute(
+            "select exists (select 1 from pg_tables where schemaname = %s and tablename = %s) as found",
+            (self.catalog.schema, name)).fetchone()
+        return bool(row["found"])
+
 
 def _connect_options(url: str) -> dict[str, Any]:
     """autocommit (transactions are explicit), and CONNECT_TIMEOUT unless the URL or
@@ -94,30 +103,74 @@ def _connect_options(url: str) -> dict[str, Any]:
     return options
 
 
-def _configure(connection: psycopg.Connection) -> None:
-    connection.row_factory = dict_row
-    connection.adapters.register_loader("uuid", TextLoader)  # ids are str everywhere in assetfs
+def quote_schema(schema: str) -> str:
+    """A schema name as an SQL identifier (cas/config.py allows only [a-z_][a-z0-9_]*)."""
+    return '"' + schema.replace('"', '""') + '"'
 
 
 class PostgresCatalog(Catalog):
+    """The catalog's tables are in their own schema (`database_schema`, default `assetfs`):
+    every connection's search_path is that schema alone, so the catalog's SQL finds its
+    tables and never an application's of the same name. Bucket rules run with the
+    connection's own search_path (the application's, from the URL or the role) followed by
+    the catalog's schema (docs/schema.md, "Where the tables are").
+
+    `read_only`: every transaction is READ ONLY (the read commands: docs/upgrade.md); a role
+    with SELECT alone can use such a catalog."""
+
     dialect = "postgres"
     types = TYPES
 
-    def __init__(self, url: str, max_connections: int = 8) -> None:
+    def __init__(self, url: str, schema: str = "assetfs", read_only: bool = False, max_connections: int = 8) -> None:
         self.url = url
+        self.schema = schema
+        self.read_only = read_only
+        self.app_search_path = ""  # the connection's search_path before the catalog's replaced it
+        self._rule_search_path: str | None = None
         kwargs = _connect_options(url)
         try:
             # One connection first: the pool would retry a refused one in the background and
             # report only that it timed out; this says why (a wrong password, no server).
             psycopg.connect(url, **kwargs).close()
             self.pool = psycopg_pool.ConnectionPool(
-                url, min_size=1, max_size=max_connections, open=False, configure=_configure,
+                url, min_size=1, max_size=max_connections, open=False, configure=self._configure,
                 kwargs=kwargs, timeout=30,
             )
             self.pool.open(wait=True, timeout=15)
         except psycopg.Error as error:  # psycopg_pool.PoolTimeout is one
             raise CatalogError(f"cannot connect to the catalog database {self.describe()}: {first_line(error)}") from None
-        migrate(self)
+
+    def _configure(self, connection: psycopg.Connection) -> None:
+        connection.row_factory = dict_row
+        connection.adapters.register_loader("uuid", TextLoader)  # ids are str everywhere in assetfs
+        row = connection.execute("select current_setting('search_path') as path").fetchone()
+        self.app_search_path = row["path"]
+        connection.execute("select set_config('search_path', %s, false)", (quote_schema(self.schema),))
+        if self.read_only:
+            connection.execute("set default_transaction_read_only = on")
+
+    def rule_search_path(self, connection: psycopg.Connection) -> str:
+        """The schemas the connection's own search_path names (`"$user"` resolved; the
+        catalog's own left out, even when the role's name makes `"$user"` it), then the
+        catalog's. Worked out once, inside the caller's savepoint, then kept."""
+        if self._rule_search_path is None:
+            connection.execute("select set_config('search_path', %s, true)", (self.app_search_path,))
+            row = connection.execute("select current_schemas(false) as schemas").fetchone()
+            schemas = [schema for schema in row["schemas"] if schema != self.schema] + [self.schema]
+            self._rule_search_path = ", ".join(map(quote_schema, schemas))
+        return self._rule_search_path
+
+    def schema_setup(self) -> list[str]:
+        return [f"create schema if not exists {quote_schema(self.schema)}"]
+
+    def tables_elsewhere(self) -> str | None:
+        if not self.app_search_path.strip():
+            return None
+        with self.transaction() as tx:
+            tx.value("select set_config('search_path', :path, true)", {"path": self.app_search_path})
+            found = tx.value("select n.nspname as schema from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                             "where c.oid = to_regclass('schema_version')")
+        return found if found not in (None, self.schema) else None
 
     @contextmanager
     def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
@@ -126,7 +179,7 @@ class PostgresCatalog(Catalog):
             with connection.transaction():
                 if write and not durable:
                     connection.execute("set local synchronous_commit = off")
-                yield PostgresTransaction(connection)
+                yield PostgresTransaction(connection, self)
 
     def sync(self) -> None:
         """A synchronous commit flushes the server's WAL up to it, so every asynchronous
@@ -146,5 +199,6 @@ class PostgresCatalog(Catalog):
         except psycopg.ProgrammingError:
             return "postgresql (unparsable database_url)"
         host = info.get("host", "localhost")
-        return f"postgresql://{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        return (f"postgresql://{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+                f", schema {self.schema}")
 

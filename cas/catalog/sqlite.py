@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
-from cas.catalog.migrate import migrate
 from cas.catalog.writequeue import DEFAULT_TIMEOUT, Turn, WriteQueue
 from cas.errors import StoreError
 
@@ -28,8 +27,9 @@ TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "floa
 
 
 class SqliteTransaction(Transaction):
-    def __init__(self, connection: sqlite3.Connection, turn: Turn | None) -> None:
+    def __init__(self, connection: sqlite3.Connection, turn: Turn | None, read_only: bool = False) -> None:
         self.connection = connection
+        self.read_only = read_only  # the catalog's: its connections stay query_only
         self._turn = turn  # a write transaction's place in the write queue
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -58,7 +58,7 @@ class SqliteTransaction(Transaction):
             raise RuleError(first_line(error), timed_out=timed_out) from None
         finally:
             connection.set_progress_handler(None, 0)
-            connection.execute("pragma query_only = off")
+            connection.execute(f"pragma query_only = {'on' if self.read_only else 'off'}")
             connection.execute("rollback to savepoint assetfs_guarded")
             connection.execute("release savepoint assetfs_guarded")
         return row
@@ -74,23 +74,60 @@ class SqliteTransaction(Transaction):
     def writers_waiting(self) -> bool:
         return self._turn is not None and self._turn.others_waiting()
 
+    def has_table(self, name: str) -> bool:
+        return self.connection.execute("select 1 from main.sqlite_master where type = 'table' and name = ?",
+                                       (name,)).fetchone() is not None
+
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, row)}
 
 
+def _uri(path: Path, read_only: bool, immutable: bool = False) -> str:
+    query = "?mode=ro" + ("&immutable=1" if immutable else "") if read_only else ""
+    return path.absolute().as_uri() + query
+
+
 class SqliteCatalog(Catalog):
+    """`read_only` (the read commands: docs/upgrade.md): no transaction may write, no lock
+    file is made, and a user who may only read the store's files can use it (`_open`).
+    `attach`: application databases attached read-only under their names, for bucket rules
+    (`app.profile`)."""
+
     dialect = "sqlite"
     types = TYPES
 
-    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: Path, write_lock_timeout: float = DEFAULT_TIMEOUT, read_only: bool = False,
+                 attach: Mapping[str, str] | None = None) -> None:
         self.path = path
-        self.writes = WriteQueue(path, write_lock_timeout)
+        self.read_only = read_only
+        self.attach = dict(attach or {})
+        self.writes = WriteQueue(path, write_lock_timeout, create=not read_only)
         self._busy_timeout_ms = max(1, round(write_lock_timeout * 1000))  # writers outside the queue (sqlite3 shell)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        migrate(self)
+        self._connection()  # says now, in one line, when the database cannot be opened
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection. Read-only, it refuses every write (`query_only`); SQLite's WAL
+        still makes its `-wal` and `-shm` files to read, and removes them when the last
+        connection closes. A user who may not create them there (who may only read the
+        store) opens the database read-only instead, and when no one has it open (no `-wal`
+        file: nothing is committed but not yet in the database) `immutable`, as it is."""
+        by_reader = self.read_only and not os.access(self.path.parent, os.W_OK)
+        immutable = by_reader and not os.path.exists(f"{self.path}-wal")
+        try:
+            connection = sqlite3.connect(_uri(self.path, by_reader, immutable), uri=True, isolation_level=None,
+                                         check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
+            if self.read_only:
+                connection.execute("pragma query_only = on")
+            for name, database in self.attach.items():
+                connection.execute("attach database ? as " + name, (_uri(Path(database), read_only=True),))
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the catalog {self.path}"
+                             f"{' or the databases it attaches' if self.attach else ''}: {first_line(error)}") from None
+        return connection
 
     def _connection(self, background: bool = False) -> sqlite3.Connection:
         """This thread's connection; background writes have their own, which does not
@@ -98,11 +135,11 @@ class SqliteCatalog(Catalog):
         name = "background" if background else "connection"
         connection = getattr(self._local, name, None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                         timeout=self._busy_timeout_ms / 1000)
+            connection = self._open()
             connection.row_factory = _dict_row
             connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
-            connection.execute("pragma journal_mode = wal")
+            if not self.read_only:
+                connection.execute("pragma main.journal_mode = wal")  # once set, it stays: this only reads it
             connection.execute("pragma synchronous = full")
             connection.execute("pragma foreign_keys = on")
             if background:
@@ -116,6 +153,8 @@ class SqliteCatalog(Catalog):
     @contextmanager
     def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
         background = background and write
+        if write and self.read_only:
+            raise StoreError(f"the catalog {self.path} was opened read-only; this command may not change it")
         connection = self._connection(background)
         relaxed = write and not durable
         try:
@@ -123,9 +162,15 @@ class SqliteCatalog(Catalog):
                 connection.execute("pragma synchronous = normal")
             try:
                 with self.writes.turn(background) if write else nullcontext() as turn:
-                    connection.execute("begin immediate" if write else "begin")
+                    if write and self.attach:
+                        # BEGIN IMMEDIATE would take the write lock of every attached database
+                        # too, which are read-only; a write that changes no row takes main's alone
+                        connection.execute("begin")
+                        connection.execute("update main.schema_version set version = version where 0")
+                    else:
+                        connection.execute("begin immediate" if write else "begin")
                     try:
-                        yield SqliteTransaction(connection, turn)
+                        yield SqliteTransaction(connection, turn, self.read_only)
                         connection.execute("commit")
                     except BaseException:
                         if connection.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
@@ -151,7 +196,7 @@ class SqliteCatalog(Catalog):
             return
         self._local.checkpointed = connection.total_changes
         try:
-            connection.execute("pragma wal_checkpoint(passive)")
+            connection.execute("pragma main.wal_checkpoint(passive)")
         except sqlite3.OperationalError:
             pass  # the transaction committed; the WAL is copied later (by this, or by a writer's commit)
 

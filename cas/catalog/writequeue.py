@@ -52,11 +52,12 @@ class Turn:
 
 
 class WriteQueue:
-    def __init__(self, database: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, database: Path, timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> None:
+        """`create=False` (a catalog opened read-only) leaves the lock files as they are."""
         self.writer_path = database.with_name(database.name + "-writer")
         self.waiting_path = database.with_name(database.name + "-waiting")
         self.timeout = timeout
-        for path in (self.writer_path, self.waiting_path):
+        for path in (self.writer_path, self.waiting_path) if create else ():
             _make_private(path)
 
     @contextmanager

@@ -148,16 +148,12 @@ def bench_store(root: Path, base_url: str | None) -> Iterator[Any]:
 
     url = None
     if base_url:
-        import psycopg
-
         schema = f"gcbench_{os.getpid()}_{len(_schemas)}"
-        with psycopg.connect(base_url, autocommit=True) as connection:
-            connection.execute(f"create schema {schema}")
-        _schemas.append(schema)
-        url = f"{base_url}?options=-csearch_path%3D{schema}"
-    store, _ = Store.init(root, url)
+        _schemas.append(schema)  # init creates it: the catalog's own schema
+        url = base_url
+    store, _ = Store.init(root, url, database_schema=schema if url else None)
     store.close()
-    url_line = f'database_url = "{url}"\n' if url else ""
+    url_line = f'database_url = "{url}"\ndatabase_schema = "{schema}"\n' if url else ""
     (root / CONFIG_NAME).write_text(CONFIG.format(url_line=url_line, batch_size=BATCH_SIZE, grace=int(GRACE_S),
                                                min_age=int(MIN_AGE_S)))
     store = Store.open(root)

@@ -295,11 +295,12 @@ postgres_start_cluster() {
 
 postgres_ensure_role() {
     # The password is (re)set on every run so that a role left over with another password
-    # still works with the URL below.
+    # still works with the URL below. CREATEDB: each test gets its own database; CREATEROLE:
+    # a test makes a read-only role (tests/test_upgrade.py).
     postgres_admin_psql <<SQL
 SELECT format('CREATE ROLE %I', '$ASSETFS_PG_ROLE')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ASSETFS_PG_ROLE')\gexec
-ALTER ROLE $ASSETFS_PG_ROLE LOGIN CREATEDB PASSWORD '$ASSETFS_PG_PASSWORD';
+ALTER ROLE $ASSETFS_PG_ROLE LOGIN CREATEDB CREATEROLE PASSWORD '$ASSETFS_PG_PASSWORD';
 SQL
 }
 
