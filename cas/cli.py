@@ -669,7 +669,8 @@ def load(context: Context, source: str) -> None:
 
     root = context.existing_store()
     dumping.create_private_catalog(root)
-    with Store.open(root, check_identity=False) as store:
+    with Store.open(root, check_schema=False) as store:
+        store.create_schema()  # a new catalog (a move, a restore) has no tables yet
         if source == "-":
             header, counts = dumping.load(store, sys.stdin)
         else:

@@ -230,7 +230,7 @@ class Store:
                 if check_identity:
                     storeid.check(root, catalog, write=not read_only)
         except BaseException:
-            store.close()
+            catalog.close()  # refused: nothing written (no reserve kept either)
             raise
         return store
 
@@ -261,7 +261,8 @@ class Store:
                     raise BadInput(f"{root} is already a store with another catalog; edit {CONFIG_NAME} to move it")
                 if gid is not None and not privacy.shared_with(root, gid):
                     raise BadInput(f"{root} is already a store, not shared with group {group}; see docs/security.md")
-                store._create_schema()
+                store.create_schema()
+                storeid.check(root, store.catalog)
             except BaseException:
                 store.close()
                 raise
@@ -294,7 +295,7 @@ class Store:
             raise
         store = cls(root, load_config(root), catalog)
         try:
-            store._create_schema()
+            store.create_schema()
             storeid.check(root, catalog)
         except storeid.WrongStore:
             store.close()
@@ -307,8 +308,8 @@ class Store:
         store._keep_reserve()
         return store, True
 
-    def _create_schema(self) -> None:
-        """`init`: a catalog without tables gets the whole schema (unless an older assetfs
+    def create_schema(self) -> None:
+        """`init`, `load`: a catalog without tables gets the whole schema (unless an older assetfs
         made them in another schema: that is reported, not hidden by an empty catalog); any
         other must be this assetfs's version already (`assetfs migrate` upgrades one)."""
         if current_version(self.catalog) == 0 and self.catalog.tables_elsewhere() is None:

@@ -12,9 +12,9 @@ The id is written tree first, catalog second, each only where it is missing:
   is inserted unless one appeared meanwhile; both are read again and must agree;
 - a catalog with an id and a tree without one is another tree: refused;
 - a tree with an id and a catalog without one: the catalog adopts it when it has data (a
-  first opener interrupted between its two writes); an empty one is refused, since every
-  file of the tree would be an orphan to it: `assetfs load` fills it first (cas/dump.py
-  gives it the id of the store it loads).
+  first opener interrupted between its two writes) or the tree holds no blobs; an empty
+  catalog beside blobs is refused, since every file of the tree would be an orphan to it:
+  `assetfs load` fills it first (cas/dump.py gives it the id of the store it loads).
 """
 
 import os
@@ -115,7 +115,7 @@ def check(root: Path, catalog: Catalog, write: bool = True) -> str | None:
         return known
     if not write:
         return tree
-    if tree is not None and empty:
+    if tree is not None and empty and _holds_blobs(root):
         raise WrongStore(
             f"the catalog {catalog.describe()} is empty, but the store folder {root} belongs to store "
             f"{tree}: load the store's catalog into it with 'assetfs load' (docs/backup.md), or set "
@@ -128,6 +128,11 @@ def check(root: Path, catalog: Catalog, write: bool = True) -> str | None:
     if known != tree:
         raise _mismatch(root, tree, catalog, known)
     return known
+
+
+def _holds_blobs(root: Path) -> bool:
+    """Whether the blob tree holds anything a new, empty catalog would take for orphans."""
+    return any(os.scandir(root / "blobs"))
 
 
 def catalog_belongs_elsewhere(catalog: Catalog) -> str | None:

@@ -5,43 +5,31 @@ equal. Objects of the dump that the collector purges between the dump and the co
 their blobs thanks to the dump's sweep pause; without one they are lost (the control)."""
 
 import json
-import secrets
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import blake3
-import psycopg
 import pytest
 
 from cas import sweeppause
 from cas.store import Store
-from tests.conftest import ASSETFS, postgres_base_url, run_cli
+from tests.conftest import ASSETFS, fresh_database, run_cli
 
 
 
 @pytest.fixture
 def fresh_catalog(database_url: str | None) -> Iterator:
     """Makes an empty catalog of the same kind as the store's: None (SQLite in the restored
-    folder) or a fresh PostgreSQL schema, dropped afterwards."""
-    made: list[str] = []
+    folder) or a fresh PostgreSQL database, dropped afterwards."""
+    with ExitStack() as made:
+        def make() -> str | None:
+            return None if database_url is None else made.enter_context(fresh_database())
 
-    def make() -> str | None:
-        if database_url is None:
-            return None
-        schema = f"test_{secrets.token_hex(6)}"
-        with psycopg.connect(postgres_base_url(), autocommit=True) as connection:
-            connection.execute(f"create schema {schema}")
-        made.append(schema)
-        return psycopg.conninfo.make_conninfo(postgres_base_url(), options=f"-csearch_path={schema}")
-
-    yield make
-    if made:
-        with psycopg.connect(postgres_base_url(), autocommit=True) as connection:
-            for schema in made:
-                connection.execute(f"drop schema {schema} cascade")
+        yield make
 
 
 class Traffic:

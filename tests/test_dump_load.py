@@ -4,40 +4,27 @@ every object reads back, and names, holds, trash and tokens are equal (the dump 
 moved catalog is the dump of the original)."""
 
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from cas import dump as dumping
 from cas import names, tokens
 from cas.store import Store
-from tests.conftest import postgres_base_url, run_cli
+from tests.conftest import fresh_database, run_cli
 
 RULE = "select 1 from objects where id = :id and metadata like '%keep%'"
 
 
 @pytest.fixture
 def fresh_postgres() -> Iterator:
-    """Makes fresh, private PostgreSQL schemas (an empty catalog each); dropped afterwards."""
-    base = postgres_base_url()
-    made: list[str] = []
-
-    def make() -> str:
-        schema = f"test_{secrets.token_hex(6)}"
-        with psycopg.connect(base, autocommit=True) as connection:
-            connection.execute(f"create schema {schema}")
-        made.append(schema)
-        return psycopg.conninfo.make_conninfo(base, options=f"-csearch_path={schema}")
-
-    yield make
-    with psycopg.connect(base, autocommit=True) as connection:
-        for schema in made:
-            connection.execute(f"drop schema {schema} cascade")
+    """Makes fresh PostgreSQL databases (an empty catalog each); dropped afterwards."""
+    with ExitStack() as made:
+        yield lambda: made.enter_context(fresh_database())
 
 
 @pytest.fixture

@@ -9,48 +9,52 @@ from pathlib import Path
 
 import pytest
 
-import cas.catalog.migrate as migrate
 from cas import names
+from cas.catalog.migrate import migrate
+from cas.catalog.schema import SCHEMA_VERSION
 from cas.store import Store
+from test_upgrade import raw_catalog, remake_catalog
 
 
-def _v8_store(root: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+def _v8_store(root: Path, database_url: str | None) -> None:
     """A store whose catalog stops at migration 8, with a bucket, a folder, two files (one with
     two names) and a deleted node that had the highest id."""
-    with monkeypatch.context() as patch:
-        patch.setattr(migrate, "SCHEMA_VERSION", 8)
-        store, _ = Store.init(root, database_url=database_url)
-        try:
-            def fill(tx) -> None:
-                def node(kind: str, mode: int) -> int:
-                    return tx.value(
-                        "insert into nodes (bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs) "
-                        "values ('b', :kind, null, :mode, 1, 2, 100.5, 200.25, '{\"user.a\": \"x\"}') returning id",
-                        {"kind": kind, "mode": mode})
+    store, _ = Store.init(root, database_url=database_url)
+    store.close()
+    remake_catalog(root, 8)
 
-                root_node, folder, file, other, gone = (node("dir", 0o755), node("dir", 0o700), node("file", 0o644),
-                                                        node("file", 0o600), node("file", 0o644))
-                tx.execute("insert into buckets (name, root_node, created_at) values ('b', :root, 1)",
-                           {"root": root_node})
-                for parent, name, child in [(root_node, "folder", folder), (folder, "file", file),
-                                            (root_node, "hard", file), (root_node, "other", other)]:
-                    tx.execute("insert into entries (parent_id, name, node_id) values (:p, :n, :c)",
-                               {"p": parent, "n": name, "c": child})
-                tx.execute("delete from nodes where id = :id", {"id": gone})
+    def fill(tx) -> None:
+        def node(kind: str, mode: int) -> int:
+            return tx.value(
+                "insert into nodes (bucket, kind, object_id, mode, uid, gid, mtime, ctime, xattrs) "
+                "values ('b', :kind, null, :mode, 1, 2, 100.5, 200.25, '{\"user.a\": \"x\"}') returning id",
+                {"kind": kind, "mode": mode})
 
-            store.catalog.run(fill)
-        finally:
-            store.close()
+        root_node, folder, file, other, gone = (node("dir", 0o755), node("dir", 0o700), node("file", 0o644),
+                                                node("file", 0o600), node("file", 0o644))
+        tx.execute("insert into buckets (name, root_node, created_at) values ('b', :root, 1)",
+                   {"root": root_node})
+        for parent, name, child in [(root_node, "folder", folder), (folder, "file", file),
+                                    (root_node, "hard", file), (root_node, "other", other)]:
+            tx.execute("insert into entries (parent_id, name, node_id) values (:p, :n, :c)",
+                       {"p": parent, "n": name, "c": child})
+        tx.execute("delete from nodes where id = :id", {"id": gone})
+
+    catalog = raw_catalog(root)
+    try:
+        catalog.run(fill)
+    finally:
+        catalog.close()
 
 
-def test_migration_9_keeps_the_tree_and_never_reuses_a_node_id(tmp_path: Path,
-                                                               database_url: str | None,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migration_9_keeps_the_tree_and_never_reuses_a_node_id(tmp_path: Path, database_url: str | None) -> None:
     root = tmp_path / "old"
-    _v8_store(root, database_url, monkeypatch)
-    with Store.open(root) as store:  # migrates to 9
+    _v8_store(root, database_url)
+    with Store.open(root, check_schema=False) as store:  # `assetfs migrate`: to 9 and on
         catalog = store.catalog
-        assert catalog.run(lambda tx: tx.value("select max(version) as v from schema_version"), write=False) == 9
+        migrate(catalog)
+        assert catalog.run(lambda tx: tx.value("select max(version) as v from schema_version"), write=False) == \
+            SCHEMA_VERSION
         rows = catalog.run(lambda tx: tx.all("select * from nodes order by id"), write=False)
         assert [(row["kind"], row["mode"], row["atime"], row["mtime"], row["ctime"], row["target"], row["rdev"])
                 for row in rows] == [("dir", 0o755, 100.5, 100.5, 200.25, None, None),

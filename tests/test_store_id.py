@@ -102,9 +102,17 @@ def test_a_store_from_before_ids_gets_one_on_first_open(store: Store, tmp_path: 
 
 
 def test_an_empty_catalog_is_not_given_a_trees_id(store: Store, tmp_path: Path) -> None:
-    """A folder with an id met by an empty catalog would see every file as an orphan:
-    refused, pointing at `assetfs load`."""
-    store.catalog.run(lambda tx: tx.execute("delete from store"))
+    """A folder with an id and blobs, met by an empty catalog, would see every file as an
+    orphan: refused, pointing at `assetfs load`."""
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"a blob the emptied catalog no longer knows")
+    store.put("docs", source, name="a.bin")
+
+    def empty(tx) -> None:
+        for table in ("holds", "entries", "buckets", "nodes", "objects", "blobs", "store"):
+            tx.execute(f"delete from {table}")
+
+    store.catalog.run(empty)
     root = store.root
     store.close()
     message = run_cli(root, "gc", check=2).stderr.decode()
