@@ -4,14 +4,15 @@ Three views of data on the same disk, measured in one run, alternating, medians:
   native   a folder on the disk under test (bench-results/work/native)
   bindfs   Debian's bindfs (a C FUSE passthrough, default options) mounting that folder: the peer
   assetfs  `assetfs mount` of a store on the same disk; big reads come from an object
-           (/<bucket>/<id>/<filename>), writes go into the bucket's named tree
+           (/<bucket>/.by-id/<id>/<filename>), writes go into the bucket's named tree
 
 Measurements and goals (from the FUSE issue; ratios are speeds: native time / time):
   read 1 GiB cold / warm   `dd bs=1M` of a 1 GiB file (an object for assetfs) >= 0.6x / >= 0.9x
   cp 1 GiB                 `cp` of a 1 GiB file into the view: >= 0.5x
   cp -r small files        `cp -r` of 2,000 4 KiB files: <= 3x native time
   find | xargs stat        over those files: <= 2.5x native time
-  ls -l 100,000            a bucket of 100,000 objects vs a native folder of 100,000 folders
+  ls -l 100,000            a bucket's .by-id folder of 100,000 objects vs a native folder of
+                           100,000 folders
                            (no goal: time and ratio reported)
 
 Fairness:
@@ -140,7 +141,7 @@ class Paths:
         self.root = {"native": self.native, "bindfs": self.mnt["bindfs"], "assetfs": self.mnt["assetfs"] / BUCKET}
         self.view_small = {view: self.root[view] / "small" for view in VIEWS}
         self.view_many = {"native": self.native / "many", "bindfs": self.mnt["bindfs"] / "many",
-                          "assetfs": self.mnt["assetfs"] / MANY_BUCKET}
+                          "assetfs": self.mnt["assetfs"] / MANY_BUCKET / ".by-id"}  # docs/fuse.md
         self.view_read: dict[str, Path] = {}  # filled in by prepare()
 
 
@@ -162,7 +163,7 @@ def prepare(paths: Paths, args: argparse.Namespace) -> dict[str, Any]:
     paths.view_read = {
         "native": paths.native / "read.bin",
         "bindfs": paths.mnt["bindfs"] / "read.bin",
-        "assetfs": paths.mnt["assetfs"] / BUCKET / put["id"] / "read.bin",
+        "assetfs": paths.mnt["assetfs"] / BUCKET / ".by-id" / put["id"] / "read.bin",
     }
     print(f"creating {args.mount_objects} objects in bucket {MANY_BUCKET} and a native folder of as many folders",
           file=sys.stderr)
