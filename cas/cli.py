@@ -475,6 +475,24 @@ def fsck(context: Context, verify_content: bool, repair: bool, orphan_grace: str
     raise SystemExit(0 if report.clean else 1)
 
 
+@cli.command("migrate-layout")
+@click.option("--dry-run", is_flag=True, help="Count the aliases it would move; change nothing.")
+@pass_context
+def migrate_layout(context: Context, dry_run: bool) -> None:
+    """Move the aliases to the current on-disk layout (docs/design.md, "Alias layout"); safe
+    while the store is in use, and to run again after an interruption."""
+    from cas.layout import CURRENT, migrate_aliases
+
+    with context.open() as store:
+        result = migrate_aliases(store, dry_run=dry_run)
+    if dry_run:
+        click.echo(f"alias layout {result.before}: {result.moved} aliases to move to layout {CURRENT}")
+    elif result.before == CURRENT and not result.moved:
+        click.echo(f"alias layout {CURRENT}: up to date")
+    else:
+        click.echo(f"alias layout {result.before} → {CURRENT}: moved {result.moved} aliases")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @pass_context

@@ -34,6 +34,7 @@ from cas.store import ZERO_ID, Store
 from cas.writeback import LOST_FOUND_BUCKET, abandoned_journals, is_journal, recover, save_unreadable
 
 HASH_NAME = re.compile(r"[0-9a-f]{64}")
+SHARD_NAME = re.compile(r"[0-9a-f]{2}")
 ORPHAN_KINDS = {"orphan_blob", "orphan_alias", "orphan_staging"}
 
 
@@ -157,8 +158,10 @@ class Checker:
             tx.lock_blob(hash_hex)
             blob = self.tree.blob_path(hash_hex)
             users = tx.all("select id, bucket, hash, filename from objects where hash = :hash", {"hash": hash_hex})
-            for other in users:
-                alias = self.tree.alias_path(other["bucket"], other["id"], other["filename"])
+            copies = [folder / other["filename"] for other in users
+                      for folder in (self.tree.alias_dir(other["bucket"], other["id"]),
+                                     self.tree.old_alias_dir(other["bucket"], other["id"]))]
+            for alias in copies:
                 try:
                     if alias.stat().st_size != size or (blob.exists() and os.path.samefile(alias, blob)):
                         continue
@@ -184,27 +187,54 @@ class Checker:
         alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
         alias.unlink(missing_ok=True)
         self.tree.make_alias(row["hash"], row["bucket"], row["id"], row["filename"])
+        self.tree.remove_old_alias(row["bucket"], row["id"])
 
     def check_alias(self, row: dict[str, Any]) -> None:
         alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
-        blob = self.tree.blob_path(row["hash"])
-        try:
-            alias_stat = alias.lstat()
-        except FileNotFoundError:
+        alias_stat = _lstat(alias)
+        if alias_stat is None:
+            old = self.tree.old_alias_dir(row["bucket"], row["id"]) / row["filename"]
+            old_stat = _lstat(old)
+            if old_stat is not None:
+                self.check_old_alias(row, old, old_stat)
+                return
+            alias_stat = _lstat(alias)  # moved there meanwhile, by a layout migration
+        if alias_stat is None:
             found = self.problem("missing_alias", alias, "the object's alias is missing", row["id"])
             self.fix_alias(found, row)
             return
+        if not self.alias_is_content(row, alias, alias_stat):
+            found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
+            self.fix_alias(found, row)
+
+    def alias_is_content(self, row: dict[str, Any], alias: Path, alias_stat: os.stat_result) -> bool:
+        """A hardlink to the object's blob (counted), or an accepted copy of its content."""
         if stat.S_ISREG(alias_stat.st_mode):
             try:
-                if os.path.samefile(alias, blob):
+                if os.path.samefile(alias, self.tree.blob_path(row["hash"])):
                     self.link_aliases[row["hash"]] += 1
-                    return
+                    return True
             except FileNotFoundError:
                 pass  # the blob is missing: reported by check_blob
             if alias_stat.st_size == row["size"] and (not self.verify_content or hash_file(alias) == row["hash"]):
-                return  # a copy, made when the blob had run out of links: accepted
-        found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
-        self.fix_alias(found, row)
+                return True  # a copy, made when the blob had run out of links: accepted
+        return False
+
+    def check_old_alias(self, row: dict[str, Any], old: Path, old_stat: os.stat_result) -> None:
+        """An alias where layout 1 kept it (cas/layout.py): reported; `--repair` moves it, as
+        `assetfs migrate-layout` does (or relinks it at the new place when it is wrong)."""
+        if not self.alias_is_content(row, old, old_stat):
+            found = self.problem("alias_mismatch", old, "the alias (at its layout-1 place) is not the object's "
+                                 "content", row["id"])
+            self.fix_alias(found, row)
+            return
+        found = self.problem("old_alias_place", old, "the alias is where alias layout 1 kept it; "
+                             "'assetfs migrate-layout' moves it", row["id"])
+        if self.repair:
+            pending = self.tree.pending_sync()
+            self.tree.move_old_alias(row["bucket"], row["id"], pending)
+            pending.flush()
+            found.repaired = True
 
     def fix_alias(self, found: Problem, row: dict[str, Any]) -> None:
         if not self.repair:
@@ -292,41 +322,57 @@ class Checker:
                 found.not_repaired = "assetfs does not remove hard links it did not make"
 
     def check_alias_files(self) -> None:
+        """objects/<bucket>/wx/yz/<id> (layout 2). The first level may also hold alias folders
+        of layout 1 (objects/<bucket>/<id[0:2]>/<id>): check_alias reports those of a row, and
+        one beside its alias at the new place is a leftover, treated as an orphan."""
         shards, strays = _levels(self.tree.objects, depth=2)
         self.report_strays(strays)
         for shard in shards:
-            bucket = shard.parent.name
             entries = list(os.scandir(shard))
-            rows = self._rows(
-                "select id, bucket, filename from objects where id in ({})",
-                [entry.name for entry in entries if _is_uuid(entry.name)],
-            )
-            for entry in entries:
-                path = Path(entry.path)
-                row = rows.get(entry.name)
-                in_place = row is not None and row["bucket"] == bucket and shard.name == entry.name[0:2]
-                if not in_place or not entry.is_dir(follow_symlinks=False):
-                    if not self.is_young(path):
-                        found = self.problem("orphan_alias", path, "an alias with no object row")
-                        self.remove_stray(found, path)
-                        if found.repaired:
-                            continue
-                    self.count_known_links(path)
-                    continue
-                try:
-                    inners = list(os.scandir(path))
-                except FileNotFoundError:
-                    continue  # purged meanwhile
-                for inner in inners:
-                    if inner.name == row["filename"]:
+            subshards = [entry for entry in entries if SHARD_NAME.fullmatch(entry.name)
+                         and entry.is_dir(follow_symlinks=False)]
+            self.check_alias_folders(shard.parent.name, [entry for entry in entries if entry not in subshards],
+                                     old_layout=shard.name)
+            for subshard in subshards:
+                self.check_alias_folders(shard.parent.name, list(os.scandir(subshard.path)))
+
+    def check_alias_folders(self, bucket: str, entries: list[os.DirEntry], old_layout: str | None = None) -> None:
+        """Alias folders in one shard folder; `old_layout`: the first level's name, whose
+        folders are at their layout-1 place."""
+        ids = [entry.name for entry in entries if _is_uuid(entry.name)]
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):  # a layout-1 folder may hold all of a bucket's
+            rows |= self._rows("select id, bucket, filename from objects where id in ({})", ids[start:start + 500])
+        for entry in entries:
+            path = Path(entry.path)
+            row = rows.get(entry.name)
+            if row is not None and row["bucket"] == bucket and old_layout == entry.name[0:2] \
+                    and _lstat(self.tree.alias_dir(bucket, row["id"])) is None:
+                continue  # an alias at its layout-1 place: check_alias's
+            in_place = row is not None and row["bucket"] == bucket and path == self.tree.alias_dir(bucket, row["id"])
+            if not in_place or not entry.is_dir(follow_symlinks=False):
+                if not self.is_young(path):
+                    found = self.problem("orphan_alias", path, "an alias with no object row" if row is None else
+                                         "an alias folder where its object's alias is not (a leftover)")
+                    self.remove_stray(found, path)
+                    if found.repaired:
                         continue
-                    if not self.is_young(Path(inner.path)):
-                        found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
-                                             row["id"])
-                        self.remove_stray(found, Path(inner.path))
-                        if found.repaired:
-                            continue
-                    self.count_known_links(Path(inner.path))
+                self.count_known_links(path)
+                continue
+            try:
+                inners = list(os.scandir(path))
+            except FileNotFoundError:
+                continue  # purged meanwhile
+            for inner in inners:
+                if inner.name == row["filename"]:
+                    continue
+                if not self.is_young(Path(inner.path)):
+                    found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
+                                         row["id"])
+                    self.remove_stray(found, Path(inner.path))
+                    if found.repaired:
+                        continue
+                self.count_known_links(Path(inner.path))
 
     def check_journals(self) -> None:
         """Files closed in a mount that ended before committing them (cas/writeback.py);
@@ -439,6 +485,13 @@ def _levels(top: Path, depth: int) -> tuple[list[Path], list[Path]]:
         level = sorted(Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False))
         strays += [Path(entry.path) for entry in entries if not entry.is_dir(follow_symlinks=False)]
     return level, strays
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
 
 
 def _is_uuid(text: str) -> bool:

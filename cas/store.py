@@ -463,6 +463,7 @@ class Store:
                 pass
             alias.unlink(missing_ok=True)
             self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
+            self.tree.remove_old_alias(row["bucket"], row["id"])
 
     def put_staged_many(self, writes: list[StagedWrite], owner: names.Owner | None = None) -> list[PutResult | None]:
         """Commit files the mount wrote (docs/concurrency.md, "Write-behind"): each becomes an
@@ -560,6 +561,7 @@ class Store:
         def move_alias() -> None:
             self.tree.make_alias(row["hash"], row["bucket"], row["id"], new_name)
             self.tree.alias_path(row["bucket"], row["id"], old_name).unlink(missing_ok=True)
+            self.tree.remove_old_alias(row["bucket"], row["id"])  # layout 1 (cas/layout.py)
 
         return move_alias
 
