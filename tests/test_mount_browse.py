@@ -55,7 +55,9 @@ def test_a_bucket_lists_its_named_tree_and_one_folder_of_ids(mounted: Mount) -> 
     object_id, name = next(iter(named.items()))
     assert (bucket / ".by-id" / object_id / Path(name).name).read_bytes() == (bucket / name).read_bytes()
     some_id, filename = next(iter(unnamed.items()))
-    assert (bucket / some_id / filename).read_bytes().startswith(b"upload")  # still opens by /<bucket>/<id>
+    direct, listed = bucket / some_id, bucket / ".by-id" / some_id  # /<bucket>/<id> still opens, unlisted
+    assert (direct / filename).read_bytes() == (listed / filename).read_bytes() == b"upload 0"
+    assert os.listdir(direct) == os.listdir(listed) == [filename] and (direct / filename).read_bytes()
     assert run("find", bucket, "-type", "f").count("\n") == NAMED + NAMED + UNNAMED  # names, then by id
 
 
