@@ -2,7 +2,8 @@
 
 Catalog → disk: every live or trashed object has its blob (present, recorded size, and with
 --verify-content the right hash) and its alias (a hardlink to the blob, or an accepted copy
-when the blob ran out of links). Disk → catalog: files in blobs/, objects/ and tmp/ that no
+when the blob ran out of links) at its place in alias layout 2; one still at its layout-1
+place is reported, and `--repair` moves it (cas/layout.py). Disk → catalog: files in blobs/, objects/ and tmp/ that no
 row explains are orphans (what a crash leaves behind); they are only touched once older than
 the orphan grace, since a put in flight has files without a committed row. Finally each
 blob's link count must be 1 + the aliases that link to it + the links that files left in

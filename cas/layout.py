@@ -17,7 +17,7 @@ place after that; a process of it that was running already must be stopped first
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +61,7 @@ def _folders(path: Path) -> list[Path]:
         return []
 
 
-def migrate_aliases(store: Store, dry_run: bool = False,
-                    on_moved: Callable[[int], None] | None = None) -> LayoutResult:
+def migrate_aliases(store: Store, dry_run: bool = False) -> LayoutResult:
     """Move every alias of layout 1 to its layout-2 place, then record version 2. With
     `dry_run`, only count them. Safe to run while the store is in use, and again after a kill."""
     result = LayoutResult(before=store.catalog.run(recorded_version, write=False))
@@ -75,8 +74,6 @@ def migrate_aliases(store: Store, dry_run: bool = False,
             result.moved += 1
             if result.moved % BATCH == 0:
                 pending.flush()
-                if on_moved is not None:
-                    on_moved(result.moved)
     if dry_run:
         return result
     pending.flush()
