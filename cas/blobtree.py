@@ -1,8 +1,12 @@
 """The files of a store: staging, the hash-sharded blob tree and the per-object aliases.
 
     <store>/blobs/ab/cd/abcd…                           one 0444 file per distinct content
-    <store>/objects/<bucket>/<id[0:2]>/<id>/<filename>  a hardlink to the object's blob
+    <store>/objects/<bucket>/wx/yz/<id>/<filename>      a hardlink to the object's blob, where
+                                                        wxyz are the id's last four hex digits
     <store>/tmp/                                        staging, same filesystem as blobs/
+
+Aliases of layout 1 (`objects/<bucket>/<id[0:2]>/<id>/`, before the alias layout version 2)
+are still found where an alias is changed or removed, until `cas/layout.py` has moved them.
 
 Nothing here touches the catalog. The caller decides when these steps run (docs/concurrency.md):
 blobs are installed and removed only under the blob lock.
@@ -279,6 +283,13 @@ class BlobTree:
         return self.blobs / hash_hex[0:2] / hash_hex[2:4] / hash_hex
 
     def alias_dir(self, bucket: str, object_id: str) -> Path:
+        """Sharded by the id's last four hex digits, which are random in a UUIDv7 (and count up
+        within one millisecond), as the blob tree is by the hash: two levels of 256 folders.
+        The first digits are its time, the same for every id of the next 35 years."""
+        return self.objects / bucket / object_id[-4:-2] / object_id[-2:] / object_id
+
+    def old_alias_dir(self, bucket: str, object_id: str) -> Path:
+        """Where alias layout 1 kept the alias (docs/design.md, "Alias layout")."""
         return self.objects / bucket / object_id[0:2] / object_id
 
     def alias_path(self, bucket: str, object_id: str, filename: str) -> Path:
@@ -561,18 +572,48 @@ class BlobTree:
         return path.stat().st_nlink < limit
 
     def remove_alias(self, bucket: str, object_id: str) -> None:
-        """Remove an object's alias folder and whatever it holds (it holds one file)."""
-        folder = self.alias_dir(bucket, object_id)
+        """Remove an object's alias folder and whatever it holds (it holds one file). The old
+        place first: the layout migration moves a folder from there to the new one, never back,
+        so looking there second finds a folder it moved meanwhile."""
+        _remove_folder(self.old_alias_dir(bucket, object_id))
+        _remove_folder(self.alias_dir(bucket, object_id))
+
+    def remove_old_alias(self, bucket: str, object_id: str) -> None:
+        """Remove an alias folder of layout 1 (one at the new place replaced it)."""
+        _remove_folder(self.old_alias_dir(bucket, object_id))
+
+    def move_old_alias(self, bucket: str, object_id: str, pending: PendingSync) -> bool:
+        """Move an alias folder of layout 1 to its place in layout 2, in one rename (a kill at
+        any instant leaves it at one place or the other, whole). When the new place holds an
+        alias already, the old one is a leftover and is removed. False when there was nothing
+        at the old place (moved or purged meanwhile). The folders that changed join `pending`."""
+        old, new = self.old_alias_dir(bucket, object_id), self.alias_dir(bucket, object_id)
+        changed = {new.parent, old.parent}
         try:
-            entries = list(folder.iterdir())
+            _make_folder(new.parent, changed)
+            os.rename(old, new)  # over an empty folder too (a put killed before it linked)
         except FileNotFoundError:
-            return
-        for entry in entries:
-            entry.unlink(missing_ok=True)
-        try:
-            folder.rmdir()
-        except OSError:
-            pass  # something unexpected is in it: left for fsck to report
+            return False
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise _storage_error(error, f"moving the alias of {object_id} failed") from None
+            _remove_folder(old)
+        crash_point("layout:alias-moved")
+        _flush(changed, pending)
+        return True
+
+
+def _remove_folder(folder: Path) -> None:
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something unexpected is in it (or it went meanwhile): left for fsck to report
 
 
 STAGING_PREFIX = "stage-"  # a named staging file (a mount's journal folder holds them too)

@@ -89,16 +89,22 @@ def init(context: Context, database_url: str | None, database_schema: str | None
 @click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 @pass_context
 def migrate(context: Context, dry_run: bool) -> None:
-    """Upgrade the catalog's schema to this assetfs's version (docs/upgrade.md)."""
-    from cas.catalog.migrate import migrate as migrate_catalog
+    """Upgrade the catalog's schema to this assetfs's version, then the blob tree's layout
+    (docs/upgrade.md; safe while the store is in use, and to run again after an interruption)."""
     from cas import storeid
+    from cas.catalog.migrate import migrate as migrate_catalog
     from cas.catalog.schema import SCHEMA_VERSION
+    from cas.layout import migrate_aliases
 
     with Store.open(context.existing_store(), check_schema=False) as store:
         current, statements = migrate_catalog(store.catalog, dry_run=dry_run)
         where = store.catalog.describe()
+        layout = None
         if not dry_run:  # a store from before migration 11 gets its id (cas/storeid.py)
             storeid.check(store.root, store.catalog)
+            layout = migrate_aliases(store)
+        elif not statements:  # the layout's version is in the catalog from migration 12 on
+            layout = migrate_aliases(store, dry_run=True)
     if not statements:
         click.echo(f"the catalog ({where}) is up to date: schema version {current}")
     elif dry_run:
@@ -110,6 +116,8 @@ def migrate(context: Context, dry_run: bool) -> None:
         click.echo("commit;")
     else:
         click.echo(f"migrated the catalog ({where}) from schema version {current} to {SCHEMA_VERSION}")
+    if layout is not None:
+        click.echo(layout.describe(dry_run))
 
 
 # put -----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Catalog → disk: every live or trashed object has its blob (present, recorded size, and with
 --verify-content the right hash) and its alias (a hardlink to the blob, or an accepted copy
-when the blob ran out of links). Disk → catalog: files in blobs/, objects/ and tmp/ that no
+when the blob ran out of links) at its place in alias layout 2; one still at its layout-1
+place is reported, and `--repair` moves it (cas/layout.py). Disk → catalog: files in blobs/, objects/ and tmp/ that no
 row explains are orphans (what a crash leaves behind); they are only touched once older than
 the orphan grace, since a put in flight has files without a committed row. Finally each
 blob's link count must be 1 + the aliases that link to it + the links that files left in
@@ -34,6 +35,7 @@ from cas.store import ZERO_ID, Store
 from cas.writeback import LOST_FOUND_BUCKET, abandoned_journals, is_journal, recover, save_unreadable
 
 HASH_NAME = re.compile(r"[0-9a-f]{64}")
+SHARD_NAME = re.compile(r"[0-9a-f]{2}")
 ORPHAN_KINDS = {"orphan_blob", "orphan_alias", "orphan_staging"}
 
 
@@ -157,8 +159,10 @@ class Checker:
             tx.lock_blob(hash_hex)
             blob = self.tree.blob_path(hash_hex)
             users = tx.all("select id, bucket, hash, filename from objects where hash = :hash", {"hash": hash_hex})
-            for other in users:
-                alias = self.tree.alias_path(other["bucket"], other["id"], other["filename"])
+            copies = [folder / other["filename"] for other in users
+                      for folder in (self.tree.alias_dir(other["bucket"], other["id"]),
+                                     self.tree.old_alias_dir(other["bucket"], other["id"]))]
+            for alias in copies:
                 try:
                     if alias.stat().st_size != size or (blob.exists() and os.path.samefile(alias, blob)):
                         continue
@@ -182,38 +186,71 @@ class Checker:
 
     def relink_alias(self, row: dict[str, Any]) -> None:
         """Make the alias a hardlink to the blob, replacing what is there in one rename (a
-        copy where the blob has run out of links)."""
+        copy where the blob has run out of links); a layout-1 leftover of it goes."""
         if not self.tree.relink_alias(row["hash"], row["bucket"], row["id"], row["filename"]):
             alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
             self.tree.copy_blob_to(self.tree.blob_path(row["hash"]), alias)
+        self.tree.remove_old_alias(row["bucket"], row["id"])
 
     def check_alias(self, row: dict[str, Any]) -> None:
         alias = self.tree.alias_path(row["bucket"], row["id"], row["filename"])
-        blob = self.tree.blob_path(row["hash"])
-        try:
-            alias_stat = alias.lstat()
-        except FileNotFoundError:
+        alias_stat = _lstat(alias)
+        if alias_stat is None:
+            old = self.tree.old_alias_dir(row["bucket"], row["id"]) / row["filename"]
+            old_stat = _lstat(old)
+            if old_stat is not None:
+                self.check_old_alias(row, old, old_stat)
+                return
+            alias_stat = _lstat(alias)  # moved there meanwhile, by a layout migration
+        if alias_stat is None:
             found = self.problem("missing_alias", alias, "the object's alias is missing", row["id"])
             self.fix_alias(found, row)
             return
-        if stat.S_ISREG(alias_stat.st_mode):
-            try:
-                if os.path.samefile(alias, blob):
-                    self.link_aliases[row["hash"]] += 1
-                    return
-            except FileNotFoundError:
-                pass  # the blob is missing: reported by check_blob
-            if alias_stat.st_size == row["size"] and (not self.verify_content or hash_file(alias) == row["hash"]):
-                if self.tree.blob_size(row["hash"]) is None or not self.tree.links_left(blob):
-                    return  # the blob is missing (check_blob), or ran out of links: a copy is all there can be
-                # a copy where a link could be: a copy of the store that did not keep hard
-                # links (rsync -a without -H), or an alias replaced by hand
-                found = self.problem("alias_copy", alias, "the alias is a copy, not a hard link of its blob "
-                                     "(copied without keeping hard links: rsync without -H?)", row["id"])
-                self.fix_alias(found, row)
-                return
-        found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
-        self.fix_alias(found, row)
+        content = self.alias_content(row, alias, alias_stat)
+        if content == "linkable copy":
+            # a copy where a link could be: a copy of the store that did not keep hard
+            # links (rsync -a without -H), or an alias replaced by hand
+            found = self.problem("alias_copy", alias, "the alias is a copy, not a hard link of its blob "
+                                 "(copied without keeping hard links: rsync without -H?)", row["id"])
+            self.fix_alias(found, row)
+        elif content == "other":
+            found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])
+            self.fix_alias(found, row)
+
+    def alias_content(self, row: dict[str, Any], alias: Path, alias_stat: os.stat_result) -> str:
+        """"link" (a hardlink to the object's blob, counted), "copy" (of its content, accepted
+        where the blob is missing or has run out of links), "linkable copy" (one that could be
+        a link), or "other"."""
+        if not stat.S_ISREG(alias_stat.st_mode):
+            return "other"
+        blob = self.tree.blob_path(row["hash"])
+        try:
+            if os.path.samefile(alias, blob):
+                self.link_aliases[row["hash"]] += 1
+                return "link"
+        except FileNotFoundError:
+            pass  # the blob is missing: reported by check_blob
+        if alias_stat.st_size != row["size"] or (self.verify_content and hash_file(alias) != row["hash"]):
+            return "other"
+        if self.tree.blob_size(row["hash"]) is None or not self.tree.links_left(blob):
+            return "copy"  # the blob is missing (check_blob), or ran out of links: a copy is all there can be
+        return "linkable copy"
+
+    def check_old_alias(self, row: dict[str, Any], old: Path, old_stat: os.stat_result) -> None:
+        """An alias where layout 1 kept it (cas/layout.py): reported; `--repair` moves it, as
+        `assetfs migrate` does (or relinks it at the new place when it is wrong)."""
+        if self.alias_content(row, old, old_stat) == "other":
+            found = self.problem("alias_mismatch", old, "the alias (at its layout-1 place) is not the object's "
+                                 "content", row["id"])
+            self.fix_alias(found, row)
+            return
+        found = self.problem("old_alias_place", old, "the alias is where alias layout 1 kept it; "
+                             "'assetfs migrate' moves it", row["id"])
+        if self.repair:
+            pending = self.tree.pending_sync()
+            self.tree.move_old_alias(row["bucket"], row["id"], pending)
+            pending.flush()
+            found.repaired = True
 
     def fix_alias(self, found: Problem, row: dict[str, Any]) -> None:
         if not self.repair:
@@ -301,41 +338,57 @@ class Checker:
                 found.not_repaired = "assetfs does not remove hard links it did not make"
 
     def check_alias_files(self) -> None:
+        """objects/<bucket>/wx/yz/<id> (layout 2). The first level may also hold alias folders
+        of layout 1 (objects/<bucket>/<id[0:2]>/<id>): check_alias reports those of a row, and
+        one beside its alias at the new place is a leftover, treated as an orphan."""
         shards, strays = _levels(self.tree.objects, depth=2)
         self.report_strays(strays)
         for shard in shards:
-            bucket = shard.parent.name
             entries = list(os.scandir(shard))
-            rows = self._rows(
-                "select id, bucket, filename from objects where id in ({})",
-                [entry.name for entry in entries if _is_uuid(entry.name)],
-            )
-            for entry in entries:
-                path = Path(entry.path)
-                row = rows.get(entry.name)
-                in_place = row is not None and row["bucket"] == bucket and shard.name == entry.name[0:2]
-                if not in_place or not entry.is_dir(follow_symlinks=False):
-                    if not self.is_young(path):
-                        found = self.problem("orphan_alias", path, "an alias with no object row")
-                        self.remove_stray(found, path)
-                        if found.repaired:
-                            continue
-                    self.count_known_links(path)
-                    continue
-                try:
-                    inners = list(os.scandir(path))
-                except FileNotFoundError:
-                    continue  # purged meanwhile
-                for inner in inners:
-                    if inner.name == row["filename"]:
+            subshards = [entry for entry in entries if SHARD_NAME.fullmatch(entry.name)
+                         and entry.is_dir(follow_symlinks=False)]
+            self.check_alias_folders(shard.parent.name, [entry for entry in entries if entry not in subshards],
+                                     old_layout=shard.name)
+            for subshard in subshards:
+                self.check_alias_folders(shard.parent.name, list(os.scandir(subshard.path)))
+
+    def check_alias_folders(self, bucket: str, entries: list[os.DirEntry], old_layout: str | None = None) -> None:
+        """Alias folders in one shard folder; `old_layout`: the first level's name, whose
+        folders are at their layout-1 place."""
+        ids = [entry.name for entry in entries if _is_uuid(entry.name)]
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):  # a layout-1 folder may hold all of a bucket's
+            rows |= self._rows("select id, bucket, filename from objects where id in ({})", ids[start:start + 500])
+        for entry in entries:
+            path = Path(entry.path)
+            row = rows.get(entry.name)
+            if row is not None and row["bucket"] == bucket and old_layout == entry.name[0:2] \
+                    and _lstat(self.tree.alias_dir(bucket, row["id"])) is None:
+                continue  # an alias at its layout-1 place: check_alias's
+            in_place = row is not None and row["bucket"] == bucket and path == self.tree.alias_dir(bucket, row["id"])
+            if not in_place or not entry.is_dir(follow_symlinks=False):
+                if not self.is_young(path):
+                    found = self.problem("orphan_alias", path, "an alias with no object row" if row is None else
+                                         "an alias folder where its object's alias is not (a leftover)")
+                    self.remove_stray(found, path)
+                    if found.repaired:
                         continue
-                    if not self.is_young(Path(inner.path)):
-                        found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
-                                             row["id"])
-                        self.remove_stray(found, Path(inner.path))
-                        if found.repaired:
-                            continue
-                    self.count_known_links(Path(inner.path))
+                self.count_known_links(path)
+                continue
+            try:
+                inners = list(os.scandir(path))
+            except FileNotFoundError:
+                continue  # purged meanwhile
+            for inner in inners:
+                if inner.name == row["filename"]:
+                    continue
+                if not self.is_young(Path(inner.path)):
+                    found = self.problem("stray_file", Path(inner.path), "an extra file in an alias folder",
+                                         row["id"])
+                    self.remove_stray(found, Path(inner.path))
+                    if found.repaired:
+                        continue
+                self.count_known_links(Path(inner.path))
 
     def check_journals(self) -> None:
         """Files closed in a mount that ended before committing them (cas/writeback.py);
@@ -448,6 +501,13 @@ def _levels(top: Path, depth: int) -> tuple[list[Path], list[Path]]:
         level = sorted(Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False))
         strays += [Path(entry.path) for entry in entries if not entry.is_dir(follow_symlinks=False)]
     return level, strays
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
 
 
 def _is_uuid(text: str) -> bool:

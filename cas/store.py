@@ -557,6 +557,7 @@ class Store:
                 pass
             alias.unlink(missing_ok=True)
             self.tree.make_alias(hash_hex, row["bucket"], row["id"], row["filename"])
+            self.tree.remove_old_alias(row["bucket"], row["id"])
 
     def put_staged_many(self, writes: list[StagedWrite], owner: names.Owner | None = None) -> list[PutResult | None]:
         """Commit files the mount wrote (docs/concurrency.md, "Write-behind"): each becomes an
@@ -666,6 +667,7 @@ class Store:
                     self.tree.alias_dir(row["bucket"], row["id"]).rmdir()
                 return
             self.tree.alias_path(row["bucket"], row["id"], old_name).unlink(missing_ok=True)
+            self.tree.remove_old_alias(row["bucket"], row["id"])  # layout 1 (cas/layout.py)
 
         return move_alias
 

@@ -50,11 +50,15 @@ def check_filename(filename: str, what: str = "filename") -> str:
     return filename
 
 
+ID_VIEW_FOLDER = ".by-id"  # /<bucket>/.by-id/<id>/: where the mount lists a bucket's objects by id
+
+
 def split_name(name: str) -> list[str]:
     """The components of a name in a bucket's named tree (`photos/2024/cat.jpg`).
 
-    Components are checked like filenames. The first one must not be an object id in its
-    canonical form, because `/<bucket>/<id>/` is where the mount shows objects by id.
+    Components are checked like filenames. The first one must not be `.by-id` or an object
+    id in its canonical form, because `/<bucket>/.by-id/<id>/` and `/<bucket>/<id>/` are
+    where the mount shows objects by id (docs/fuse.md).
     """
     if not isinstance(name, str) or name.strip("/") == "":
         raise BadInput("name must not be empty")
@@ -69,6 +73,8 @@ def split_name(name: str) -> list[str]:
         check_filename(part, what="name component")
     if is_canonical_id(parts[0]):
         raise BadInput(f"name {name!r} starts with an object id, which would hide that object's folder")
+    if parts[0] == ID_VIEW_FOLDER:
+        raise BadInput(f"name {name!r} starts with {ID_VIEW_FOLDER}, the folder where the mount shows objects by id")
     return parts
 
 

@@ -2,9 +2,9 @@
 
     1                  the mount's root (pyfuse3.ROOT_INODE)
     2                  /.trash
-    16 … 2**48-1       virtual inodes: bucket folders, id folders and object files, in
-                       /<bucket> and /.trash/<bucket>; numbered from a counter while the
-                       kernel knows them (never reused during one mount)
+    16 … 2**48-1       virtual inodes: bucket folders, their .by-id folders, id folders and
+                       object files, in /<bucket> and /.trash/<bucket>; numbered from a
+                       counter while the kernel knows them (never reused during one mount)
     2**48 + node id    a node of a bucket's named tree (`nodes.id` in the catalog)
 
 Named-tree inodes come from the catalog, so they are the same in every mount. Virtual
@@ -39,7 +39,14 @@ class Trash:
 
 @dataclass(frozen=True)
 class BucketDir:
-    """/<bucket>: id folders and the root of the bucket's named tree."""
+    """/<bucket>: the root of the bucket's named tree, and its .by-id folder."""
+
+    bucket: str
+
+
+@dataclass(frozen=True)
+class ByIdDir:
+    """/<bucket>/.by-id: an id folder for each live object of the bucket."""
 
     bucket: str
 
@@ -53,14 +60,18 @@ class TrashBucketDir:
 
 @dataclass(frozen=True)
 class IdDir:
-    """/<bucket>/<id> or /.trash/<bucket>/<id>: holds the object's one file.
+    """/<bucket>/.by-id/<id> or /.trash/<bucket>/<id>: holds the object's one file.
 
     One key (so one inode) whether the object is live or in the trash: moving it in or out
     of the trash moves the kernel's dentry, which must keep working at its new place.
+    `direct`: the same folder looked up as /<bucket>/<id> (not listed there). It gets an inode
+    of its own: a folder the kernel found at two paths at once would be a directory alias,
+    which the kernel moves from one path to the other (or refuses) instead of keeping both.
     """
 
     bucket: str
     object_id: str
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,8 @@ class NamedNode:
     node: int
 
 
-Key = Root | Trash | BucketDir | TrashBucketDir | IdDir | ObjectFile | NamedNode
-VirtualKey = BucketDir | TrashBucketDir | IdDir | ObjectFile
+Key = Root | Trash | BucketDir | ByIdDir | TrashBucketDir | IdDir | ObjectFile | NamedNode
+VirtualKey = BucketDir | ByIdDir | TrashBucketDir | IdDir | ObjectFile
 
 
 class InodeTable:

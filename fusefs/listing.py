@@ -1,8 +1,9 @@
 """Folder listings for readdir: keyset pages, and offsets that stay valid while entries come
 and go.
 
-A listing walks up to two *phases* in key order: a bucket folder lists its named entries (by
-name), then its live objects' id folders (by id). A position is a cursor `(phase, last key)`;
+A listing walks its entries in key order, in *phases*: a bucket folder lists its named
+entries (by name), then one `.by-id` folder; `.by-id` lists the bucket's live objects' id
+folders (by id). A position is a cursor `(phase, last key)`;
 readdir hands the kernel small integers as offsets, and the open folder handle maps each one
 back to its cursor. Resuming after a cursor reads the next keys from the catalog, so an entry
 created or removed meanwhile never shifts the others, nothing is listed twice, and memory
@@ -21,13 +22,14 @@ import trio
 
 from cas.ids import is_canonical_id
 from cas.store import ZERO_ID
-from fusefs.inodes import (BucketDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
+from cas.validate import ID_VIEW_FOLDER
+from fusefs.inodes import (BucketDir, ByIdDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
 from fusefs.view import Item, StoreView, id_dir_attr, node_attr
 
 PAGE = 128
 MAX_CURSORS = 65536
 TRASH_NAME = ".trash"
-NAMES, IDS = 0, 1
+NAMES, IDS, END = 0, 1, 2
 
 Cursor = tuple[int, str]
 START: Cursor = (NAMES, "")
@@ -75,18 +77,23 @@ def _page(view: StoreView, key: Key, cursor: Cursor, limit: int) -> list[tuple[I
         info = view.object(key.bucket, key.object_id)
         item = Item(info.filename, ObjectFile(key.bucket, key.object_id), view.object_file_attr(info))
         return _small([item], after, limit)
-    if isinstance(key, TrashBucketDir):
-        return _objects(view, key.bucket, True, ZERO_ID if phase == NAMES else after, limit)
+    if isinstance(key, (TrashBucketDir, ByIdDir)):
+        return _objects(view, key.bucket, isinstance(key, TrashBucketDir), ZERO_ID if phase == NAMES else after, limit)
     if isinstance(key, (BucketDir, NamedNode)):
-        found: list[tuple[Item, Cursor]] = []
-        if phase == NAMES:
-            rows = view.entries(key, after, limit)
-            found = [(Item(row["name"], NamedNode(row["id"]), node_attr(row)), (NAMES, row["name"])) for row in rows]
-            if len(rows) == limit or isinstance(key, NamedNode):
-                return found
-            phase, after = IDS, ZERO_ID
-        return found + _objects(view, key.bucket, False, after, limit - len(found))
+        if phase == END:
+            return []
+        rows = view.entries(key, after, limit)
+        found = [(Item(row["name"], NamedNode(row["id"]), node_attr(row)), (NAMES, row["name"])) for row in rows
+                 if not (isinstance(key, BucketDir) and row["name"] == ID_VIEW_FOLDER)]  # hidden by the id view
+        if len(rows) < limit and isinstance(key, BucketDir):
+            found.append((by_id_item(view, key.bucket), (END, "")))
+        return found
     raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+
+def by_id_item(view: StoreView, bucket: str) -> Item:
+    """/<bucket>/.by-id: the mount's owner may remove id folders from it (that trashes them)."""
+    return Item(ID_VIEW_FOLDER, ByIdDir(bucket), view.fixed_dir_attr())
 
 
 def _root_items(view: StoreView) -> list[Item]:

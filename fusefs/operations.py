@@ -29,14 +29,15 @@ from cas.blobtree import new_staging_file
 from cas.catalog.base import Row
 from cas.errors import NotFound
 from cas.store import Store
+from cas.validate import ID_VIEW_FOLDER
 from fusefs import listing
 from fusefs.errors import fail, handler
-from fusefs.inodes import (BucketDir, IdDir, InodeTable, Key, NamedNode, ObjectFile, Root, Trash,
+from fusefs.inodes import (BucketDir, ByIdDir, IdDir, InodeTable, Key, NamedNode, ObjectFile, Root, Trash,
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
-from fusefs.view import Attr, Entry, Item, StoreView, decode_xattrs, id_dir_attr, node_attr
-from fusefs.xattrs import USER as USER_PREFIX, lookup_name, object_xattrs, user_name
+from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, node_attr
+from fusefs.xattrs import USER as USER_PREFIX, is_computed, lookup_name, named_xattrs, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
 
@@ -44,7 +45,7 @@ MAX_NAME_BYTES = 255
 BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends then read and write 1 MiB at a time (max_write)
 SHORT = 1.0  # seconds the kernel may cache names and attributes that can change
 LONG = 3600.0  # ... and those of immutable objects
-ID_VIEW = (Trash, TrashBucketDir, IdDir, ObjectFile)
+ID_VIEW = (Trash, TrashBucketDir, ByIdDir, IdDir, ObjectFile)
 
 
 @dataclass
@@ -130,8 +131,8 @@ class Operations(pyfuse3.Operations):
 
     async def attr_of(self, key: Key) -> Attr:
         view = self.view
-        if isinstance(key, (Root, Trash, TrashBucketDir)):
-            if isinstance(key, TrashBucketDir) and not await self.thread(view.has_bucket, key.bucket):
+        if isinstance(key, (Root, Trash, TrashBucketDir, ByIdDir)):
+            if isinstance(key, (TrashBucketDir, ByIdDir)) and not await self.thread(view.has_bucket, key.bucket):
                 raise fail(errno.ENOENT)
             return view.fixed_dir_attr()
         if isinstance(key, BucketDir):
@@ -205,9 +206,14 @@ class Operations(pyfuse3.Operations):
                 return Item(name, BucketDir(name), view.bucket_attr(name)) if view.has_bucket(name) else None
             if isinstance(parent, Trash):
                 return Item(name, TrashBucketDir(name), view.fixed_dir_attr()) if view.has_bucket(name) else None
-            if isinstance(parent, (BucketDir, TrashBucketDir)) and listing.is_id_name(name):
+            if isinstance(parent, BucketDir) and name == ID_VIEW_FOLDER:
+                return listing.by_id_item(view, parent.bucket) if view.has_bucket(parent.bucket) else None
+            if isinstance(parent, (BucketDir, ByIdDir, TrashBucketDir)) and listing.is_id_name(name):
                 info = view.object(parent.bucket, name, trashed=isinstance(parent, TrashBucketDir))
-                return Item(name, IdDir(parent.bucket, info.id), id_dir_attr(info, view.owner))
+                key = IdDir(parent.bucket, info.id, direct=isinstance(parent, BucketDir))  # not listed there
+                return Item(name, key, id_dir_attr(info, view.owner))
+            if isinstance(parent, ByIdDir):
+                return None
             if isinstance(parent, IdDir):
                 info = view.object(parent.bucket, parent.object_id)
                 if info.filename != name:
@@ -345,10 +351,17 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.EPERM)
             await self.thread(self.view.remove_bucket, text)
             return
+        if isinstance(parent, ByIdDir) and not self.read_only:  # rm -r /<bucket>/.by-id/<id>
+            if not listing.is_id_name(text):
+                raise fail(errno.ENOENT)
+            await self.thread(self.view.remove_id_folder, parent.bucket, text)
+            return
         folder = self.writable_folder(parent)
         if isinstance(folder, BucketDir) and listing.is_id_name(text):
             await self.thread(self.view.remove_id_folder, folder.bucket, text)
             return
+        if isinstance(folder, BucketDir) and text == ID_VIEW_FOLDER:
+            raise fail(errno.EPERM)
         node = await self.thread(self.view.rmdir, folder, text)
         await self.node_gone(node)
 
@@ -378,7 +391,7 @@ class Operations(pyfuse3.Operations):
         old = self.writable_folder(old_parent)
         new = self.writable_folder(new_parent)
         old_name, new_name = _lookup_name(name_old), _new_name(name_new, new_parent)
-        if isinstance(old, BucketDir) and listing.is_id_name(old_name):
+        if isinstance(old, BucketDir) and (listing.is_id_name(old_name) or old_name == ID_VIEW_FOLDER):
             raise fail(errno.EPERM)
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         orphan = await self.thread(self.view.rename, old, old_name, new, new_name, replace)
@@ -386,8 +399,10 @@ class Operations(pyfuse3.Operations):
             await self.node_gone(orphan)
 
     async def restore(self, trash: TrashBucketDir, old_name: str, new_parent: Key, new_name: str) -> None:
-        """`mv /.trash/<bucket>/<id> /<bucket>/` restores the object; no other move leaves the trash."""
-        if new_parent != BucketDir(trash.bucket) or new_name != old_name or not listing.is_id_name(old_name):
+        """`mv /.trash/<bucket>/<id> /<bucket>/.by-id/` (or `/<bucket>/`) restores the object; no
+        other move leaves the trash."""
+        if new_parent not in (BucketDir(trash.bucket), ByIdDir(trash.bucket)) or new_name != old_name \
+                or not listing.is_id_name(old_name):
             raise fail(errno.EPERM)
         await self.thread(self.view.restore, trash.bucket, old_name)
 
@@ -560,7 +575,7 @@ class Operations(pyfuse3.Operations):
             info = await self.thread(self.view.object, key.bucket, key.object_id)
             return object_xattrs(info)
         if isinstance(key, NamedNode):
-            return decode_xattrs((await self.thread(self.view.node, key.node))["xattrs"])
+            return named_xattrs(*await self.thread(self.view.node_xattrs, key.node))
         return {}
 
     @handler
@@ -592,6 +607,8 @@ class Operations(pyfuse3.Operations):
         text = user_name(name)
         if not isinstance(key, NamedNode):
             raise fail(errno.EPERM)
+        if is_computed(text):  # the object's, as in the id view (fusefs/xattrs.py)
+            raise fail(errno.ENOTSUP)
         await self.thread(self.view.set_xattr, key.node, text, value)
 
     # lifecycle -----------------------------------------------------------------------------
@@ -644,7 +661,8 @@ def _lookup_name(name: bytes) -> str:
 
 
 def _new_name(name: bytes, parent: Key) -> str:
-    """A name to create: also UTF-8 (EILSEQ) and, in a bucket folder, not an object id (EINVAL)."""
+    """A name to create: also UTF-8 (EILSEQ) and, in a bucket folder, not an object id (EINVAL)
+    nor `.by-id` (EEXIST: the id view is there)."""
     if len(name) > MAX_NAME_BYTES:
         raise fail(errno.ENAMETOOLONG)
     try:
@@ -653,6 +671,8 @@ def _new_name(name: bytes, parent: Key) -> str:
         raise fail(errno.EILSEQ) from None
     if isinstance(parent, BucketDir) and listing.is_id_name(text):
         raise fail(errno.EINVAL)
+    if isinstance(parent, BucketDir) and text == ID_VIEW_FOLDER:
+        raise fail(errno.EEXIST)
     return text
 
 

@@ -341,6 +341,18 @@ class StoreView:
 
         return self.run(change, write=True)
 
+    def node_xattrs(self, node: int) -> tuple[dict[str, bytes], ObjectInfo | None]:
+        """The attributes set on a node, and the live object a file node refers to (None for a
+        folder, or a file whose content is not committed yet)."""
+        row = self.node(node)
+        info = None
+        if row["kind"] == "file" and row["object_id"] is not None:
+            try:
+                info = self.store.get(row["object_id"])
+            except NotFound:
+                pass  # trashed meanwhile: the name goes with it
+        return decode_xattrs(row["xattrs"]), info
+
     def set_xattr(self, node: int, name: str, value: bytes | None) -> None:
         """Set (or with None remove) one xattr; ENODATA when removing one that is not there."""
 

@@ -6,8 +6,13 @@ Object files (/<bucket>/<id>/<filename>) carry read-only attributes made from th
     .created_at (ISO 8601, UTC)
     user.assetfs.meta.<key>     one per metadata entry of the object
 
-Files and folders of the named tree carry whatever `user.*` attributes were set on them
-(stored in `nodes.xattrs`); other namespaces are refused with ENOTSUP.
+Files of the named tree carry the same attributes, of the object their name refers to (its
+content as last committed), so that a name leads to its object id. These are the store's:
+setting or removing one of them on a named file is ENOTSUP (so `cp -a` out of the mount and
+back in, which copies them, goes on quietly), and they win over a stored attribute of the same
+name. Besides them, files and folders of the named tree carry whatever `user.*` attributes
+were set on them (stored in `nodes.xattrs`), `user.assetfs.<other>` included; other
+namespaces are refused with ENOTSUP.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ PREFIX = "user.assetfs."
 META_PREFIX = PREFIX + "meta."
 USER = b"user."
 MAX_NAME = 255
+OBJECT_FIELDS = frozenset(PREFIX + field for field in ("id", "bucket", "hash", "size", "content_type", "created_at"))
 
 
 def object_xattrs(info: ObjectInfo) -> dict[str, bytes]:
@@ -32,6 +38,18 @@ def object_xattrs(info: ObjectInfo) -> dict[str, bytes]:
     }
     found.update({META_PREFIX + key: value for key, value in info.metadata.items()})
     return {name: value.encode("utf-8") for name, value in found.items()}
+
+
+def is_computed(name: str) -> bool:
+    """Whether an attribute name is one the store makes from an object (`object_xattrs`)."""
+    return name in OBJECT_FIELDS or name.startswith(META_PREFIX)
+
+
+def named_xattrs(stored: dict[str, bytes], info: ObjectInfo | None) -> dict[str, bytes]:
+    """A named file's attributes: those set on it, and its object's, which win."""
+    if info is None:
+        return stored
+    return {**stored, **object_xattrs(info)}
 
 
 def user_name(name: bytes) -> str:

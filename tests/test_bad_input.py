@@ -73,7 +73,7 @@ def test_invalid_bucket_names(populated: Store, bucket) -> None:
 def test_valid_bucket_names_at_the_limits(store: Store, bucket: str) -> None:
     info = put_bytes(store, bucket).object
     assert info.bucket == bucket
-    assert (store.root / "objects" / bucket / info.id[0:2] / info.id / info.filename).is_file()
+    assert (store.root / "objects" / bucket / info.id[-4:-2] / info.id[-2:] / info.id / info.filename).is_file()
 
 
 # filenames -------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_valid_filenames_at_the_limits(store: Store, filename: str) -> None:
     assert len(filename.encode()) <= 255
     info = put_bytes(store, filename=filename).object
     assert info.filename == filename
-    assert (store.root / "objects" / "docs" / info.id[0:2] / info.id / filename).read_bytes() == b"new content"
+    assert (store.root / "objects" / "docs" / info.id[-4:-2] / info.id[-2:] / info.id / filename).read_bytes() == b"new content"
 
 
 # names -----------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def assert_name_refers_to_one(store: Store, name: str, ids_and_contents: list[tu
         info = store.get(object_id)
         assert read(store, object_id) == data
         assert info.hash == blake3.blake3(data).hexdigest() and info.size == len(data)
-        alias = store.root / "objects" / info.bucket / object_id[0:2] / object_id / info.filename
+        alias = store.root / "objects" / info.bucket / object_id[-4:-2] / object_id[-2:] / object_id / info.filename
         assert alias.read_bytes() == data
         if name in info.names:
             holders.append(object_id)

@@ -72,7 +72,7 @@ def blob_path(root: Path, hash_hex: str) -> Path:
 
 
 def alias_path(root: Path, bucket: str, object_id: str, filename: str) -> Path:
-    return root / "objects" / bucket / object_id[0:2] / object_id / filename
+    return root / "objects" / bucket / object_id[-4:-2] / object_id[-2:] / object_id / filename
 
 
 def test_put_falls_back_to_a_copy_on_emlink(store_root: Path, exhausted) -> None:

@@ -40,7 +40,7 @@ def staged_write(store: Store, node: int, data: bytes = CONTENT) -> StagedWrite:
 
 
 def alias_folders(store: Store, bucket: str) -> set[str]:
-    return {folder.name for folder in (store.tree.objects / bucket).glob("*/*")}
+    return {folder.name for folder in (store.tree.objects / bucket).glob("*/*/*")}
 
 
 def commit_with(store: Store, monkeypatch: pytest.MonkeyPatch, between: Callable[[], None], node: int):

@@ -68,7 +68,7 @@ def test_lookalike_names_are_ordinary_names_in_the_mount(mounted: Mount) -> None
         assert stat.S_ISREG(info.st_mode)
         assert (bucket / name).read_text() == f"content {index}"
     listed = set(os.listdir(bucket))
-    assert set(names) | {folder.name, "first.txt", first.id} <= listed
+    assert set(names) | {folder.name, "first.txt", ".by-id"} <= listed and first.id in os.listdir(bucket / ".by-id")
 
     # the canonical form is still the id view: a real id is its folder, any other is ENOENT,
     # and neither can be created as a name

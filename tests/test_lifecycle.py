@@ -22,7 +22,7 @@ def put(store: Store, bucket: str, data: bytes, **options):
 
 
 def alias_path(root: Path, bucket: str, object_id: str, filename: str) -> Path:
-    return root / "objects" / bucket / object_id[0:2] / object_id / filename
+    return root / "objects" / bucket / object_id[-4:-2] / object_id[-2:] / object_id / filename
 
 
 def blob_path(root: Path, hash_hex: str) -> Path:

@@ -1,5 +1,6 @@
 """Listing big folders through a real mount: readdir resumes at stable offsets while entries
-come and go, and 100,000 entries list completely without the daemon's memory ballooning."""
+come and go, and 100,000 entries (names, or a bucket's objects in .by-id) list completely
+without the daemon's memory ballooning."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 
 from cas import names
+from cas.ids import new_object_id
 from cas.catalog import Transaction
 from cas.store import Store
-from mounting import Mount
+from mounting import Mount, start_mount, stop_mount
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -114,3 +117,52 @@ def test_a_folder_of_100000_entries_lists_completely_in_bounded_memory(mounted: 
     assert len(listed) == 100_000 and len(set(listed)) == 100_000
     assert all(name.startswith("f") for name in listed)
     assert after - before < RSS_GROWTH_LIMIT, f"RSS grew by {(after - before) >> 20} MiB"
+
+
+def make_objects(store_root: Path, bucket: str, count: int) -> None:
+    """`count` objects without names, each with its own tiny blob and its alias, written in
+    bulk (blob files and aliases, then the rows in one transaction) as a put would leave them:
+    `Store.put` of 100,000 objects would take ten minutes."""
+    with Store.open(store_root) as store:
+        rows, now = [], time.time()
+        for number in range(count):
+            content = b"object %d\n" % number
+            hash_hex = blake3.blake3(content).hexdigest()
+            blob, object_id = store.tree.blob_path(hash_hex), new_object_id()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.write_bytes(content)
+            blob.chmod(0o444)
+            alias = store.tree.alias_path(bucket, object_id, f"f{number}.txt")
+            alias.parent.mkdir(parents=True)
+            os.link(blob, alias)
+            rows.append({"id": object_id, "bucket": bucket, "hash": hash_hex, "size": len(content),
+                         "filename": alias.name, "now": now})
+        os.sync()
+
+        def insert(tx: Transaction) -> None:
+            names.ensure_bucket(tx, bucket, now, names.Owner.current())
+            for row in rows:
+                tx.execute("insert into blobs (hash, size, created_at) values (:hash, :size, :now)", row)
+                tx.execute("insert into objects (id, bucket, hash, size, content_type, filename, metadata, created_at) "
+                           "values (:id, :bucket, :hash, :size, 'text/plain', :filename, '{}', :now)", row)
+
+        store.catalog.run(insert, write=True)
+
+
+@pytest.mark.long
+def test_a_bucket_of_100000_objects_lists_its_folders_and_all_ids_in_bounded_memory(store_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    make_objects(store_root, "photos", 100_000)
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:  # not the `mounted` fixture: its fsck of 100,000 objects afterwards takes minutes
+        (mount.path / "photos" / "2024").mkdir()
+        (mount.path / "photos" / "drafts").mkdir()
+        assert sorted(os.listdir(mount.path / "photos")) == [".by-id", "2024", "drafts"]
+        before = rss_bytes(mount.process.pid)
+        listed = scan(mount.path / "photos" / ".by-id")
+        after = rss_bytes(mount.process.pid)
+    finally:
+        code = stop_mount(mount)
+    assert len(listed) == 100_000 and len(set(listed)) == 100_000
+    assert after - before < RSS_GROWTH_LIMIT, f"RSS grew by {(after - before) >> 20} MiB"
+    assert code == 0 and "Traceback" not in mount.log_text()

@@ -158,11 +158,12 @@ def test_o_direct_opens_read_and_write(mounted: Mount, tmp_path: Path) -> None:
 def test_an_object_put_by_the_cli_appears_in_a_listing(mounted: Mount, tmp_path: Path) -> None:
     (tmp_path / "first.txt").write_text("1")
     first = put(mounted.store_root, "photos", tmp_path / "first.txt", "--no-name")
-    assert os.listdir(mounted.path / "photos") == [first]  # the folder was listed (and cached) once
+    by_id = mounted.path / "photos" / ".by-id"
+    assert os.listdir(by_id) == [first]  # the folder was listed (and cached) once
     (tmp_path / "second.txt").write_text("2")
     second = put(mounted.store_root, "photos", tmp_path / "second.txt")
     deadline = time.monotonic() + 5  # a bound for the wait, not a speed assertion
-    while set(os.listdir(mounted.path / "photos")) != {first, second, "second.txt"}:
-        assert time.monotonic() < deadline, os.listdir(mounted.path / "photos")
+    while set(os.listdir(by_id)) != {first, second} or set(os.listdir(by_id.parent)) != {".by-id", "second.txt"}:
+        assert time.monotonic() < deadline, (os.listdir(by_id), os.listdir(by_id.parent))
         time.sleep(0.05)
     assert (mounted.path / "photos" / second / "second.txt").read_text() == "2"

@@ -39,7 +39,7 @@ def test_rm_r_of_an_id_folder_trashes_the_object_and_mv_restores_it_with_its_nam
     bucket, trash = mounted.path / "photos", mounted.path / ".trash" / "photos"
 
     run("rm", "-r", bucket / object_id)
-    assert object_id not in os.listdir(bucket)
+    assert object_id not in os.listdir(bucket / ".by-id")
     assert os.listdir(bucket / "docs") == []  # its names went with it
     assert not (bucket / "docs" / "a.txt").exists()  # no cached dentry still leads to them
     assert os.listdir(trash) == [object_id]
@@ -48,7 +48,7 @@ def test_rm_r_of_an_id_folder_trashes_the_object_and_mv_restores_it_with_its_nam
         assert store.get_trashed(object_id).names == []
 
     run("mv", trash / object_id, f"{bucket}/")
-    assert object_id in os.listdir(bucket) and os.listdir(trash) == []
+    assert object_id in os.listdir(bucket / ".by-id") and os.listdir(trash) == []
     assert (bucket / object_id / "a.txt").read_text() == "keep me"
     restored = bucket / "docs" / "a.txt"
     assert restored.read_text() == "keep me" and (bucket / "docs" / "b.txt").read_text() == "keep me"
@@ -82,8 +82,8 @@ def test_rm_r_of_a_whole_bucket_trashes_its_objects_and_keeps_the_bucket(mounted
     (mounted.path / "photos" / "c.txt").write_text("other")
     mounted.settle()  # both files committed: each has its object, in an id folder
     result = run_failing("rm", "-r", mounted.path / "photos")
-    assert "Directory not empty" in result  # the bucket still holds its trash
-    assert os.listdir(mounted.path / "photos") == []
+    assert "Operation not permitted" in result  # .by-id stays (and the bucket keeps its trash)
+    assert os.listdir(mounted.path / "photos") == [".by-id"] and os.listdir(mounted.path / "photos" / ".by-id") == []
     assert len(os.listdir(mounted.path / ".trash" / "photos")) == 2
     with mounted.store() as store:
         assert list(store.list("photos")) == [] and len(list(store.list("photos", deleted=True))) == 2

@@ -95,7 +95,7 @@ def test_a_store_shared_with_a_group(open_folder: Path, database_url: str | None
     assert mode(root / "assetfs.toml") == 0o640 and (root / "assetfs.toml").stat().st_gid == FREE_GID
     if not database_url:
         assert mode(root / "catalog.db") == 0o640 and mode(root / "catalog.db-writer") == 0o600
-    alias = next((root / "objects" / "photos").glob(f"*/{object_id}/*"))
+    alias = next((root / "objects" / "photos").glob(f"*/*/{object_id}/*"))
     member = as_nobody("cat", str(alias), groups=str(FREE_GID))
     assert member.returncode == 0 and member.stdout == b"shared content"
     assert as_nobody("cat", str(alias)).returncode != 0  # not a member

@@ -35,7 +35,7 @@ def blob_path(root: Path, hash_hex: str) -> Path:
 
 
 def alias_path(root: Path, bucket: str, object_id: str, filename: str) -> Path:
-    return root / "objects" / bucket / object_id[0:2] / object_id / filename
+    return root / "objects" / bucket / object_id[-4:-2] / object_id[-2:] / object_id / filename
 
 
 def read(store: Store, object_id: str) -> bytes:

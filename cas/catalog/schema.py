@@ -215,6 +215,15 @@ MIGRATIONS: list[list[str | Dialects]] = [
             ends_at {float} not null
         )""",
     ],
+    # 12: the on-disk layout's versions (docs/design.md, "Alias layout"): aliases version 1
+    # (objects/<bucket>/<id[0:2]>/<id>) where objects exist, else 2 (sharded by the id's last
+    # four hex digits); `cas/layout.py` moves the aliases and records 2. An assetfs older than
+    # this migration refuses the catalog, so none writes aliases at the old place once it ran.
+    [
+        "create table store_layout (part text primary key, version integer not null)",
+        "insert into store_layout (part, version) "
+        "select 'aliases', case when exists (select 1 from objects) then 1 else 2 end",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

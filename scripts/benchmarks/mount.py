@@ -8,7 +8,7 @@ Four views, measured in one run, alternating, medians:
            handlers do no work (small-file and metadata measurements only; 1 GiB stays out of
            its memory)
   assetfs  `assetfs mount` of a store on the same disk; big reads come from an object
-           (/<bucket>/<id>/<filename>), writes go into the bucket's named tree
+           (/<bucket>/.by-id/<id>/<filename>), writes go into the bucket's named tree
 
 Measurements and goals (from the FUSE issues; speed ratios are native time / time, time ratios
 the other way round):
@@ -17,8 +17,9 @@ the other way round):
   cp -r small files        `cp -r` of 2,000 4 KiB files: <= 1.5x the floor's time
   rsync -a small files     `rsync -a` of the same files: <= 2x the floor's time
   find | xargs stat        over those files: <= 2x native time
-  ls -l 100,000            a bucket of 100,000 objects vs a native folder of 100,000 folders
-                           (the floor: as many folders made through it): <= 3x native time
+  ls -l 100,000            a bucket's .by-id folder of 100,000 objects vs a native folder of
+                           100,000 folders (the floor: as many folders made through it): <= 3x
+                           native time
 
 Fairness:
 - Before each run of a copy, the first 16 bytes of every source file are rewritten with a
@@ -154,7 +155,8 @@ class Paths:
                      "assetfs": self.mnt["assetfs"] / BUCKET}
         self.view_small = {view: self.root[view] / "small" for view in SMALL_VIEWS}
         self.view_many = {"native": self.native / "many", "bindfs": self.mnt["bindfs"] / "many",
-                          "floor": self.mnt["floor"] / "many", "assetfs": self.mnt["assetfs"] / MANY_BUCKET}
+                          "floor": self.mnt["floor"] / "many",
+                          "assetfs": self.mnt["assetfs"] / MANY_BUCKET / ".by-id"}  # docs/fuse.md
         self.view_read: dict[str, Path] = {}  # filled in by prepare()
 
 
@@ -176,7 +178,7 @@ def prepare(paths: Paths, args: argparse.Namespace) -> dict[str, Any]:
     paths.view_read = {
         "native": paths.native / "read.bin",
         "bindfs": paths.mnt["bindfs"] / "read.bin",
-        "assetfs": paths.mnt["assetfs"] / BUCKET / put["id"] / "read.bin",
+        "assetfs": paths.mnt["assetfs"] / BUCKET / ".by-id" / put["id"] / "read.bin",
     }
     print(f"creating {args.mount_objects} objects in bucket {MANY_BUCKET} and a native folder of as many folders",
           file=sys.stderr)
