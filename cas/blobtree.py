@@ -21,7 +21,9 @@ import os
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -305,25 +307,29 @@ class BlobTree:
         without waiting for the disk.
         On any failure the staged file is removed.
         """
+        with self._new_staged() as (fd, path):
+            try:
+                size, hash_hex, head = _copy_hashing(source, fd)
+            except _SourceError as failure:
+                raise StoreError(f"reading the source failed: {failure.error.strerror}; nothing was stored") from None
+            os.fchmod(fd, BLOB_MODE)
+        return StagedFile(path=path, hash=hash_hex, size=size, head=head)
+
+    @contextmanager
+    def _new_staged(self) -> Iterator[tuple[int, Path]]:
+        """A new staging file in tmp/ (its fd and path), closed at the end; on any failure
+        also removed, an OSError becoming the store's "staging failed"."""
         fd, name = _mkstemp(self.tmp)
         path = Path(name)
         try:
-            size, hash_hex, head = _copy_hashing(source, fd)
-            os.fchmod(fd, BLOB_MODE)
-        except _SourceError as failure:
+            yield fd, path
+        except BaseException as error:
             os.close(fd)
             path.unlink(missing_ok=True)
-            raise StoreError(f"reading the source failed: {failure.error.strerror}; nothing was stored") from None
-        except OSError as error:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise _storage_error(error, "staging failed") from None
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise _storage_error(error, "staging failed") from None
             raise
         os.close(fd)
-        return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
     def stage_sparse(self, source: BinaryIO, max_size: int | None = None) -> StagedFile | None:
         """Like `stage`, for a regular file with holes read from its start: its data extents
@@ -353,9 +359,7 @@ class BlobTree:
             return None
         if not holes:
             return None
-        fd, name = _mkstemp(self.tmp)
-        path = Path(name)
-        try:
+        with self._new_staged() as (fd, path):
             try:
                 hash_hex = sparse.copy_hashing(source_fd, fd, size)
                 head = os.pread(source_fd, HEAD_SIZE, 0)
@@ -365,15 +369,6 @@ class BlobTree:
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise SourceChanged("changed while it was read (written to or truncated); nothing was stored")
             os.fchmod(fd, BLOB_MODE)
-        except OSError as error:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise _storage_error(error, "staging failed") from None
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        os.close(fd)
         return StagedFile(path=path, hash=hash_hex, size=size, head=head)
 
     def match_stored(self, fd: int, size: int, candidates: list[str]) -> KnownContent | None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from cas import privacy
+from cas.blobtree import fsync_path
 from cas.catalog import Catalog, Transaction
 from cas.errors import BadInput
 
@@ -65,20 +66,12 @@ def _write_tree_id(root: Path, store_id: str) -> None:
     staging = root / "tmp" / f"stage-store-id-{secrets.token_hex(4)}"
     privacy.create_file(staging, privacy.file_mode(root), f"{store_id}\n".encode())
     try:
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(staging)
         try:
             os.link(staging, target)
         except FileExistsError:
             return
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(root)
     finally:
         staging.unlink(missing_ok=True)
 
