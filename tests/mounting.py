@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +105,21 @@ def check_after_unmount(mount: Mount, exit_code: int) -> None:
     assert os.listdir(mount.store_root / "tmp") == [], "staging files were left in tmp/"
     fsck = run_cli(mount.store_root, "fsck", check=None)
     assert fsck.returncode == 0, f"fsck after the test:\n{fsck.stdout.decode()}{fsck.stderr.decode()}"
+
+
+@contextmanager
+def shared_mount(store_root: Path, log: Path, prefix: str) -> Iterator[Mount]:
+    """An --allow-other mount at a mountpoint every user can reach (a test's tmp_path is
+    private to root), unmounted and checked afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    parent.chmod(0o755)
+    mount = start_mount(store_root, parent / "mnt", log, "--allow-other")
+    try:
+        yield mount
+    finally:
+        code = stop_mount(mount)
+        shutil.rmtree(parent, ignore_errors=True)
+    check_after_unmount(mount, code)
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> str:

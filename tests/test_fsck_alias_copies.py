@@ -7,22 +7,15 @@ import subprocess
 from pathlib import Path
 
 from cas.store import Store
+from helpers import allocated_bytes
 from tests.conftest import run_cli
 
 CONTENTS = [b"shared content " * 4000, b"other content " * 3000]
 
 
 def physical_bytes(store_root: Path) -> int:
-    """The bytes the blobs and aliases take, each inode counted once (as `du` does)."""
-    seen: set[int] = set()
-    total = 0
-    for folder, _, files in [*os.walk(store_root / "blobs"), *os.walk(store_root / "objects")]:
-        for name in files:
-            info = os.lstat(os.path.join(folder, name))
-            if info.st_ino not in seen:
-                seen.add(info.st_ino)
-                total += info.st_blocks * 512
-    return total
+    """The bytes the blobs and aliases take."""
+    return allocated_bytes(store_root / "blobs", store_root / "objects")
 
 
 def test_rsync_without_hard_links_is_found_and_relinked(store: Store, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from cas.store import Store
 from conftest import run_cli
+from helpers import allocated_bytes
 from mounting import Mount
 
 OPERATIONS, PROCESSES, SEED = 4000, 4, 42
@@ -37,19 +38,6 @@ def fsstress_binary() -> str:
     if not binary or not os.access(binary, os.X_OK):
         pytest.skip("fsstress not found: build it from xfstests and set FSSTRESS=/path/to/fsstress (tests/test_fsstress.py)")
     return binary
-
-
-def disk_bytes(root: Path) -> int:
-    """Blocks allocated under `root`, each inode counted once (blobs and their aliases are links)."""
-    seen: set[int] = set()
-    total = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            status = os.lstat(os.path.join(folder, name))
-            if status.st_ino not in seen:
-                seen.add(status.st_ino)
-                total += status.st_blocks * 512
-    return total
 
 
 def blob_bytes(store: Store, hashes: set[str]) -> int:
@@ -73,8 +61,8 @@ def test_fsstress_completes_and_the_store_stays_within_twice_the_live_data(mount
         live_hashes = {info.hash for info in store.list()}
         live = blob_bytes(store, live_hashes)
         trash = blob_bytes(store, {info.hash for info in store.list(deleted=True)} - live_hashes)
-        staging = disk_bytes(store.tree.tmp)
-    stored = disk_bytes(mounted.store_root)
+        staging = allocated_bytes(store.tree.tmp)
+    stored = allocated_bytes(mounted.store_root)
     mib = 2**20
     print(f"fsstress -n {OPERATIONS} -p {PROCESSES} -s {SEED}: store {stored / mib:.1f} MiB "
           f"({stored / max(live, 1):.2f}x the live data): live data {live / mib:.1f} MiB, trash {trash / mib:.1f} MiB, "

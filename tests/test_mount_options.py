@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from cas.store import Store
 from helpers import snapshot
+import mounting
 from mounting import Mount, check_after_unmount, expect_errno, put, start_mount, stop_mount
 
 pytestmark = [
@@ -43,15 +43,8 @@ def shared_mount(store_root: Path, tmp_path: Path) -> Iterator[Mount]:
     """--allow-other at a mountpoint that other users can reach (tmp_path is private to root)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to act as other users")
-    parent = Path(tempfile.mkdtemp(prefix="assetfs-shared-"))
-    parent.chmod(0o755)
-    mount = start_mount(store_root, parent / "mnt", tmp_path / "mount.log", "--allow-other")
-    try:
+    with mounting.shared_mount(store_root, tmp_path / "mount.log", "assetfs-shared-") as mount:
         yield mount
-    finally:
-        code = stop_mount(mount)
-        shutil.rmtree(parent, ignore_errors=True)
-    check_after_unmount(mount, code)
 
 
 def test_allow_other_enforces_modes_and_root_chown_works(shared_mount: Mount) -> None:

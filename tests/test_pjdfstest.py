@@ -17,14 +17,14 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mounting import Mount, check_after_unmount, start_mount, stop_mount
+import mounting
+from mounting import Mount
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(os.environ.get("PJDFSTEST_SRC", ROOT.parent / "shared" / "tools" / "pjdfstest"))
@@ -91,15 +91,8 @@ def pjdfstest(tmp_path: Path) -> Path:
 @pytest.fixture
 def shared_mount(store_root: Path, tmp_path: Path) -> Iterator[Mount]:
     """An --allow-other mount at a mountpoint every user can reach (tmp_path is private to root)."""
-    parent = Path(tempfile.mkdtemp(prefix="assetfs-pjdfstest-"))
-    parent.chmod(0o755)
-    mount = start_mount(store_root, parent / "mnt", tmp_path / "mount.log", "--allow-other")
-    try:
+    with mounting.shared_mount(store_root, tmp_path / "mount.log", "assetfs-pjdfstest-") as mount:
         yield mount
-    finally:
-        code = stop_mount(mount)
-        shutil.rmtree(parent, ignore_errors=True)
-    check_after_unmount(mount, code)
 
 
 def failures_of(prove_output: str, tests: Path) -> dict[str, list[str]]:
