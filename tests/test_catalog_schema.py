@@ -17,6 +17,7 @@ from cas.store import Store
 from conftest import run_cli
 from gc_helpers import configure
 from helpers import count
+from test_upgrade import OBJECT_ID, remake_catalog
 
 GC_NOW = '[gc]\nmin_age = "0s"\n'
 
@@ -84,20 +85,35 @@ def test_a_schema_of_its_own_name(tmp_path: Path, database_url: str | None) -> N
 
 def test_a_catalog_left_in_public_by_an_older_assetfs_is_found_not_recreated(tmp_path: Path,
                                                                               database_url: str | None) -> None:
-    """A store whose tables an older assetfs made in `public` is not taken for an empty
-    catalog: the command says where they are and which line to add."""
+    """A store whose tables an older assetfs (schema version 8 or before) made in `public` is
+    not taken for an empty catalog: the command says where they are and which line to add."""
     if database_url is None:
         pytest.skip("PostgreSQL only: SQLite has no schemas")
     root = tmp_path / "store"
     init(root, database_url, "--database-schema", "public")
-    object_id = put_unnamed(root, b"old content")
+    remake_catalog(root, 8)  # what the release before left: version 8, in public
     configure(root, "")  # the configuration of an older assetfs: no database_schema
     for args in (["ls"], ["init"]):
         result = run_cli(root, *args, check=78)
         line = result.stderr.decode()
         assert line.count("\n") == 1 and 'database_schema = "public"' in line, line
     configure(root, 'database_schema = "public"\n')
-    assert object_id in run_cli(root, "ls").stdout.decode()
+    run_cli(root, "migrate")
+    assert OBJECT_ID in run_cli(root, "ls").stdout.decode()
+
+
+def test_two_stores_share_a_database_in_schemas_of_their_own(tmp_path: Path, database_url: str | None) -> None:
+    """Another store's catalog in the database (here in the default schema `assetfs`, which
+    the role's "$user" also names) is not one an older assetfs left: a second store's init
+    in a schema of its own works, and each sees its own objects."""
+    if database_url is None:
+        pytest.skip("PostgreSQL only: SQLite has no schemas")
+    first, second = tmp_path / "first", tmp_path / "second"
+    init(first, database_url)
+    init(second, database_url, "--database-schema", "second_store")
+    one, two = put_unnamed(first, b"first's"), put_unnamed(second, b"second's")
+    assert one in run_cli(first, "ls").stdout.decode() and two not in run_cli(first, "ls").stdout.decode()
+    assert two in run_cli(second, "ls").stdout.decode() and one not in run_cli(second, "ls").stdout.decode()
 
 
 def test_a_rule_reads_an_attached_application_database(tmp_path: Path, database_url: str | None) -> None:

@@ -108,6 +108,11 @@ def quote_schema(schema: str) -> str:
     return '"' + schema.replace('"', '""') + '"'
 
 
+# the last schema version an assetfs made in whatever schema the connection's search_path
+# named; from then on a catalog has a schema of its own (`database_schema`)
+LAST_VERSION_IN_SEARCH_PATH = 8
+
+
 class PostgresCatalog(Catalog):
     """The catalog's tables are in their own schema (`database_schema`, default `assetfs`):
     every connection's search_path is that schema alone, so the catalog's SQL finds its
@@ -170,7 +175,11 @@ class PostgresCatalog(Catalog):
             tx.value("select set_config('search_path', :path, true)", {"path": self.app_search_path})
             found = tx.value("select n.nspname as schema from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                              "where c.oid = to_regclass('schema_version')")
-        return found if found not in (None, self.schema) else None
+            if found in (None, self.schema):
+                return None
+            # a catalog of a later version is another store's, whose assetfs knew its schema
+            version = tx.value(f'select max(version) as version from "{found}".schema_version')
+        return found if version is not None and version <= LAST_VERSION_IN_SEARCH_PATH else None
 
     @contextmanager
     def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:
