@@ -217,17 +217,18 @@ class Model:
         for pending in writes:
             by_node.setdefault(pending.node, []).append(pending)
         for token, chain in by_node.items():
+            node = self.nodes.get(token)
             for older in chain[:-1]:
                 version = self.versions[older.version]
                 version.settled = True
                 if older.seen:
                     version.may_drop = True
-                elif not version.may_drop:
+                elif not version.may_drop and node is not None:
                     version.conflict = True  # a later write of its mount did not see it
+                # its node gone (its names removed by another writer): kept, in the trash
             newest = chain[-1]
             version = self.versions[newest.version]
             version.settled = True
-            node = self.nodes.get(token)
             if node is None or version.may_drop:
                 continue  # its names are gone: kept somewhere (unless dropped by its own writer)
             if node.committed == newest.base:
