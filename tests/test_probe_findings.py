@@ -1,0 +1,112 @@
+"""Problems found by probing today's features as an outside user would (the probe branch's
+report). Each test states what should happen and fails today: `xfail(strict=True)`, so the
+fix of a finding turns its test into an unexpected pass, and the marker must then go."""
+
+import json
+import os
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+import mounting
+from cas.store import Store
+from tests.conftest import fresh_database, run_cli
+
+
+def new_store(tmp_path: Path, name: str, database_url: str | None, made: ExitStack) -> Path:
+    """A new, empty store on the same kind of catalog as the fixture's (a fresh database)."""
+    url = made.enter_context(fresh_database()) if database_url is not None else None
+    root = tmp_path / name
+    Store.init(root, database_url=url)[0].close()
+    return root
+
+
+@pytest.mark.xfail(strict=True, reason="dump opens -o FILE with O_TRUNC before it has anything: "
+                   "'-o <store>/assetfs.toml' replaces the store's configuration with the dump")
+def test_dump_does_not_write_over_the_stores_own_files(store_root: Path, tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_text("a")
+    run_cli(store_root, "put", "docs", str(source))
+    config = store_root / "assetfs.toml"
+    before = config.read_bytes()
+    result = run_cli(store_root, "dump", "--pause-sweep", "0", "-o", str(config), check=None)
+    assert config.read_bytes() == before
+    assert result.returncode == 2
+
+
+@pytest.mark.xfail(strict=True, reason="a failed dump has truncated -o FILE already: '-o <store>/catalog.db' "
+                   "empties the live SQLite catalog (every object's row is gone)")
+def test_dump_over_the_sqlite_catalog_loses_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    Store.init(root)[0].close()
+    source = tmp_path / "a.txt"
+    source.write_text("a")
+    object_id = run_cli(root, "put", "docs", str(source)).stdout.split()[0].decode()
+    run_cli(root, "dump", "--pause-sweep", "0", "-o", str(root / "catalog.db"), check=None)
+    assert run_cli(root, "cat", object_id, check=None).stdout == b"a"
+
+
+@pytest.mark.xfail(strict=True, reason="load takes any bucket name from a dump; fsck --repair then makes "
+                   "alias folders and hard links outside the store")
+def test_load_refuses_a_bucket_name_that_leaves_the_store(store_root: Path, database_url: str | None,
+                                                          tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_text("a")
+    run_cli(store_root, "put", "docs", str(source))
+    dump = tmp_path / "catalog.jsonl"
+    run_cli(store_root, "dump", "--pause-sweep", "0", "-o", str(dump))
+    escape = "../../escaped"
+    lines = []
+    for line in dump.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("table") == "buckets":
+            record["row"]["name"] = escape
+        if record.get("table") == "objects":
+            record["row"]["bucket"] = escape
+        lines.append(json.dumps(record))
+    dump.write_text("\n".join(lines) + "\n")
+    with ExitStack() as made:
+        target = new_store(tmp_path, "target", database_url, made)
+        result = run_cli(target, "load", str(dump), check=None)
+        run_cli(target, "fsck", "--repair", "--orphan-grace", "0s", check=None)
+    assert not (tmp_path / "escaped").exists()
+    assert result.returncode == 2
+
+
+@pytest.mark.xfail(strict=True, reason="--pid-file replaces any existing file with the pid (and removes it at "
+                   "exit): '--pid-file <store>/assetfs.toml' destroys the store's configuration")
+def test_pid_file_does_not_replace_a_file_that_is_no_pid_file(store_root: Path, tmp_path: Path) -> None:
+    config = store_root / "assetfs.toml"
+    before = config.read_bytes()
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        [mounting.ASSETFS, "--store", str(store_root), "mount", "--pid-file", str(config), str(mountpoint)],
+        capture_output=True, timeout=60,
+    )
+    try:
+        assert config.exists() and config.read_bytes() == before
+        assert result.returncode == 2
+    finally:
+        if mounting.mounted_at(mountpoint) is not None:
+            run_cli(store_root, "umount", str(mountpoint), check=None)
+            mounting.unmount(mountpoint)
+
+
+@pytest.mark.xfail(strict=True, reason="the mount answers removexattr of user.assetfs.* with ENOTSUP: every "
+                   "rsync -X run after the first exits 23 with six errors per file")
+def test_rsync_xattrs_into_the_mount_twice_succeeds(mounted: "mounting.Mount", tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    target = mounted.path / "docs"
+    target.mkdir()
+    first = subprocess.run(["rsync", "-aX", f"{source}/", f"{target}/"], capture_output=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    with open(target / "a.txt", "rb") as committed:  # fsync returns once the commit is done
+        os.fsync(committed.fileno())
+    mounting.run("getfattr", "-n", "user.assetfs.id", target / "a.txt")  # committed: the attributes are there
+    second = subprocess.run(["rsync", "-aX", f"{source}/", f"{target}/"], capture_output=True, timeout=60)
+    assert second.returncode == 0, second.stderr.decode()
