@@ -140,3 +140,35 @@ def test_a_second_store_gets_its_own_schema_in_one_database(tmp_path: Path) -> N
             assert not (tmp_path / "second").exists()  # a refused init makes nothing
         assert second.returncode == 0, second.stderr.decode()
         run_cli(tmp_path / "second", "ls")
+
+
+def one_line_bad_input(result: subprocess.CompletedProcess) -> None:
+    """Bad input: exit 2 and one line on stderr that is no 'unexpected error'."""
+    error = result.stderr.decode(errors="replace")
+    assert result.returncode == 2 and len(error.splitlines()) == 1 and "unexpected error" not in error, error
+
+
+@pytest.mark.xfail(strict=True, reason="a store-id file that is not UTF-8 is an 'unexpected error: "
+                   "UnicodeDecodeError' (exit 1), not the one-line 'damaged' error")
+def test_a_store_id_that_is_not_text_is_a_damaged_store_id(store_root: Path) -> None:
+    (store_root / "store-id").write_bytes(b"\xff\xfe")
+    one_line_bad_input(run_cli(store_root, "ls", check=None))
+
+
+@pytest.mark.xfail(strict=True, reason="dump -o into a missing folder is an 'unexpected error: FileNotFoundError'")
+def test_dump_into_a_missing_folder_is_bad_input(store_root: Path, tmp_path: Path) -> None:
+    one_line_bad_input(run_cli(store_root, "dump", "--pause-sweep", "0", "-o", str(tmp_path / "no" / "x"),
+                               check=None))
+
+
+@pytest.mark.xfail(strict=True, reason="a dump whose node_sequence is no number is an 'unexpected error: ValueError'")
+def test_load_of_a_damaged_header_is_bad_input(store_root: Path, database_url: str | None, tmp_path: Path) -> None:
+    dump = tmp_path / "catalog.jsonl"
+    run_cli(store_root, "dump", "--pause-sweep", "0", "-o", str(dump))
+    lines = dump.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["node_sequence"] = "x"
+    dump.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with ExitStack() as made:
+        target = new_store(tmp_path, "target", database_url, made)
+        one_line_bad_input(run_cli(target, "load", str(dump), check=None))
