@@ -658,10 +658,8 @@ def dump(context: Context, output: str | None, pause_sweep: str, resume_sweep: s
             header = dumping.dump(store, sys.stdout.write, pause_for)
             sys.stdout.flush()
         else:
-            with dumping.write_file(Path(output)) as file:
+            with dumping.write_file(Path(output), store.root) as file:
                 header = dumping.dump(store, file.write, pause_for)
-                file.flush()
-                os.fsync(file.fileno())
     pause = header["sweep_pause"]
     if pause is not None:
         click.echo(f"dump: the collector unlinks no blob until {pause['ends_at']}: copy the blob tree now, then "

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -286,8 +287,31 @@ def create_private_catalog(root: Path) -> None:
         privacy.create_file(path, privacy.file_mode(root))
 
 
-def write_file(path: Path) -> IO[str]:
-    """A new dump file, its owner's alone (it holds the catalog, token hashes included)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "w")
+@contextlib.contextmanager
+def write_file(path: Path, store_root: Path) -> Iterator[IO[str]]:
+    """A dump file, its owner's alone (it holds the catalog, token hashes included), that
+    appears at `path` only once it is whole: written beside it under a temporary name,
+    fsynced and renamed over it; a dump that fails leaves what was at `path` (an earlier
+    backup) as it was. A path inside the store is refused (its catalog, its configuration)."""
+    target = path.absolute()
+    if target.resolve().is_relative_to(store_root.resolve()):
+        raise BadInput(f"-o {path}: inside the store {store_root}; write the dump elsewhere (nothing was written)")
+    if not target.parent.is_dir():
+        raise BadInput(f"-o {path}: no folder {target.parent} (nothing was written)")
+    if (target.exists() or target.is_symlink()) and not target.is_file():
+        raise BadInput(f"-o {path}: not a regular file; leave -o out to write to standard output (nothing was written)")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as error:
+        raise BadInput(f"-o {path}: cannot write in {target.parent}: {error.strerror} (nothing was written)") from None
+    partial = Path(name)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

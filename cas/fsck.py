@@ -16,6 +16,7 @@ Repairs never lose data: a blob is rebuilt only from a copy whose content hashes
 an orphan is removed under the blob lock after re-checking that no row appeared.
 """
 
+import filecmp
 import os
 import re
 import stat
@@ -212,6 +213,16 @@ class Checker:
             # links (rsync -a without -H), or an alias replaced by hand
             found = self.problem("alias_copy", alias, "the alias is a copy, not a hard link of its blob "
                                  "(copied without keeping hard links: rsync without -H?)", row["id"])
+            blob = self.tree.blob_path(row["hash"])
+            if self.repair and not filecmp.cmp(alias, blob, shallow=False) and hash_file(blob) != row["hash"]:
+                # only sizes were compared so far: the blob is damaged, and this copy may be
+                # the intact one left, which linking would throw away; rebuild the blob first
+                self.checked_blobs[row["hash"]] = False
+                damaged = self.problem("blob_content", blob, "the content no longer matches its hash", row["id"])
+                self.rebuild_blob(damaged, row["hash"], row["size"])
+                found.repaired = damaged.repaired
+                found.not_repaired = damaged.not_repaired
+                return
             self.fix_alias(found, row)
         elif content == "other":
             found = self.problem("alias_mismatch", alias, "the alias is not the object's content", row["id"])

@@ -23,8 +23,6 @@ def new_store(tmp_path: Path, name: str, database_url: str | None, made: ExitSta
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="dump opens -o FILE with O_TRUNC before it has anything: "
-                   "'-o <store>/assetfs.toml' replaces the store's configuration with the dump")
 def test_dump_does_not_write_over_the_stores_own_files(store_root: Path, tmp_path: Path) -> None:
     source = tmp_path / "a.txt"
     source.write_text("a")
@@ -36,8 +34,6 @@ def test_dump_does_not_write_over_the_stores_own_files(store_root: Path, tmp_pat
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(strict=True, reason="a failed dump has truncated -o FILE already: '-o <store>/catalog.db' "
-                   "empties the live SQLite catalog (every object's row is gone)")
 def test_dump_over_the_sqlite_catalog_loses_nothing(tmp_path: Path) -> None:
     root = tmp_path / "store"
     Store.init(root)[0].close()
@@ -112,8 +108,6 @@ def test_rsync_xattrs_into_the_mount_twice_succeeds(mounted: "mounting.Mount", t
     assert second.returncode == 0, second.stderr.decode()
 
 
-@pytest.mark.xfail(strict=True, reason="fsck --repair relinks an alias_copy from its blob without checking the "
-                   "blob: a damaged blob replaces the one intact copy of the content")
 def test_repairing_an_alias_copy_keeps_the_intact_copy(store: Store, tmp_path: Path) -> None:
     source = tmp_path / "a.txt"
     source.write_bytes(b"precious content")
@@ -129,8 +123,6 @@ def test_repairing_an_alias_copy_keeps_the_intact_copy(store: Store, tmp_path: P
     assert run_cli(copy, "cat", put.object.id, check=None).stdout == b"precious content"
 
 
-@pytest.mark.xfail(strict=True, reason="a catalog in schema 'assetfs' makes every other schema of the database "
-                   "look like 'a catalog an older assetfs made' (exit 78), and the refused init leaves its folder")
 def test_a_second_store_gets_its_own_schema_in_one_database(tmp_path: Path) -> None:
     with fresh_database() as url:
         run_cli(tmp_path / "first", "init", "--database-url", url)
@@ -155,7 +147,6 @@ def test_a_store_id_that_is_not_text_is_a_damaged_store_id(store_root: Path) -> 
     one_line_bad_input(run_cli(store_root, "ls", check=None))
 
 
-@pytest.mark.xfail(strict=True, reason="dump -o into a missing folder is an 'unexpected error: FileNotFoundError'")
 def test_dump_into_a_missing_folder_is_bad_input(store_root: Path, tmp_path: Path) -> None:
     one_line_bad_input(run_cli(store_root, "dump", "--pause-sweep", "0", "-o", str(tmp_path / "no" / "x"),
                                check=None))
