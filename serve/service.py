@@ -1,7 +1,10 @@
 """What every request handler shares: the open store, its worker threads and the secret.
 
 The store's API is synchronous, so catalog calls run in a small pool of threads (a slow
-query then holds one thread, never the event loop). Uploads, which hold a thread while
+query then holds one thread, never the event loop). The one exception is the lookup by id
+that serving bytes makes: the catalog answers it on the event loop when it can do so at once
+(`Catalog.read_now`: SQLite with no lock in the way and a bound on its steps), sparing the
+hop to a thread and back that cost more than the query; otherwise it runs in a thread too. Uploads, which hold a thread while
 their body streams in, and large bodies read from blob files have pools of their own, so
 neither starves the catalog lookups every request makes.
 """
@@ -18,6 +21,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from cas import tokens
+from cas.catalog.base import WouldWait
 from cas.errors import NotFound
 from cas.model import ObjectInfo
 from cas.store import Store
@@ -28,6 +32,7 @@ from serve.access import ANONYMOUS, Caller, bearer, rejected_token
 log = logging.getLogger("assetfs.serve")
 T = TypeVar("T")
 CATALOG_THREADS = 16
+_LIVE_OBJECT = "select * from objects where id = :id and deleted_at is null"
 UPLOAD_THREADS = 32
 READ_THREADS = 8
 
@@ -81,9 +86,12 @@ class Service:
             except NotFound:
                 return None
         else:
-            row = await self.call(self.store.catalog.run, lambda tx: tx.one(
-                "select * from objects where id = :id and deleted_at is null", {"id": object_id}), False)
-            info = None if row is None else ObjectInfo.from_row(row)
+            params = {"id": object_id}
+            try:  # on the event loop when the catalog can answer at once (SQLite; no thread hop)
+                rows = self.store.catalog.read_now(_LIVE_OBJECT, params)
+            except WouldWait:
+                rows = await self.call(self.store.catalog.run, lambda tx: tx.all(_LIVE_OBJECT, params), False)
+            info = ObjectInfo.from_row(rows[0]) if rows else None
         return None if info is None or _expired(info) else info
 
     async def named(self, bucket: str, name: str) -> ObjectInfo | None:
