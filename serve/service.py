@@ -42,6 +42,7 @@ class Service:
         self.store = Store.open(store_root)
         self.config = self.store.config
         self.secret = signing.load_secret(self.store.root)
+        self.blobs = str(self.store.tree.blobs)  # blob files are opened by f"{blobs}/{blob_relative(hash)}"
         self.catalog_pool = ThreadPoolExecutor(CATALOG_THREADS, thread_name_prefix="assetfs-catalog")
         self.upload_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="assetfs-upload")
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="assetfs-read")  # large bodies
