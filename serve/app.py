@@ -80,12 +80,16 @@ def create_app(store_root: Path | None = None) -> AccessLog:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.service = Service(root)
-        app.state.metrics = Metrics(app.state.service.store)
+        service = app.state.service = Service(root)
+        app.state.metrics = Metrics(service.store)
         try:
+            await service.start()
             yield
         finally:
-            app.state.service.close()
+            try:
+                await service.stop()
+            finally:
+                service.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
         HttpError: _error, HTTPException: _error, StoreError: _error,

@@ -4,7 +4,8 @@ The store's API is synchronous, so catalog calls run in a small pool of threads 
 query then holds one thread, never the event loop). The one exception is the lookup by id
 that serving bytes makes: the catalog answers it on the event loop when it can do so at once
 (`Catalog.read_now`: SQLite with no lock in the way and a bound on its steps), sparing the
-hop to a thread and back that cost more than the query; otherwise it runs in a thread too. Uploads, which hold a thread while
+hop to a thread and back that cost more than the query; on PostgreSQL it is awaited on the
+loop through psycopg's async pool (serve/pgread.py); otherwise it runs in a thread too. Uploads, which hold a thread while
 their body streams in, and large bodies read from blob files have pools of their own, so
 neither starves the catalog lookups every request makes.
 """
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.requests import Request
 
@@ -28,6 +29,9 @@ from cas.store import Store
 from casgc.recheck import recheck
 from serve import signing
 from serve.access import ANONYMOUS, Caller, bearer, rejected_token
+
+if TYPE_CHECKING:
+    from serve.pgread import AsyncReader
 
 log = logging.getLogger("assetfs.serve")
 T = TypeVar("T")
@@ -47,12 +51,26 @@ class Service:
         self.upload_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="assetfs-upload")
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="assetfs-read")  # large bodies
         self.uploads_in_flight = 0
+        self.reader: "AsyncReader | None" = None  # PostgreSQL's async pool, opened by `start`
         self.store.catalog.on_released = self._names_let_go
 
     def _names_let_go(self, object_ids: set[str]) -> None:
         """An upload took over the last name of these objects: their reference check runs now,
         in a catalog thread, not in the request (docs/concurrency.md, "A name let go")."""
         self.catalog_pool.submit(_recheck, self.store, object_ids)
+
+    async def start(self) -> None:
+        """On the event loop, before the first request."""
+        if self.store.catalog.dialect == "postgres":
+            from serve.pgread import AsyncReader
+
+            self.reader = AsyncReader(self.store.catalog)  # type: ignore[arg-type]
+            await self.reader.open()
+
+    async def stop(self) -> None:
+        """On the event loop, after the last request; then `close`."""
+        if self.reader is not None:
+            await self.reader.close()
 
     def close(self) -> None:
         """At shutdown, after uvicorn's grace for requests in flight. An upload still running
@@ -91,7 +109,10 @@ class Service:
             try:  # on the event loop when the catalog can answer at once (SQLite; no thread hop)
                 rows = self.store.catalog.read_now(_LIVE_OBJECT, params)
             except WouldWait:
-                rows = await self.call(self.store.catalog.run, lambda tx: tx.all(_LIVE_OBJECT, params), False)
+                if self.reader is not None:  # PostgreSQL: awaited on the loop, no thread
+                    rows = await self.reader.all(_LIVE_OBJECT, params)
+                else:
+                    rows = await self.call(self.store.catalog.run, lambda tx: tx.all(_LIVE_OBJECT, params), False)
             info = ObjectInfo.from_row(rows[0]) if rows else None
         return None if info is None or _expired(info) else info
 
