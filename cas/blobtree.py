@@ -269,6 +269,12 @@ def _storage_error(error: OSError, doing: str) -> StoreError:
     return StoreError(f"{doing}: {error.strerror or error}", error.errno)
 
 
+def blob_relative(hash_hex: str) -> str:
+    """A blob's path below `blobs/`: `ab/cd/abcd…` (a string: the HTTP server builds one
+    per request, and nginx's X-Accel-Redirect names it)."""
+    return f"{hash_hex[0:2]}/{hash_hex[2:4]}/{hash_hex}"
+
+
 class BlobTree:
     def __init__(self, root: Path, use_syncfs: bool = True) -> None:
         self.root = root
@@ -282,7 +288,7 @@ class BlobTree:
             path.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, hash_hex: str) -> Path:
-        return self.blobs / hash_hex[0:2] / hash_hex[2:4] / hash_hex
+        return self.blobs / blob_relative(hash_hex)
 
     def alias_dir(self, bucket: str, object_id: str) -> Path:
         """Sharded by the id's last four hex digits, which are random in a UUIDv7 (and count up

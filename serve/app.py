@@ -14,7 +14,8 @@ from starlette.routing import Route
 from cas.errors import StoreError
 from serve import api, assets
 from serve.accesslog import AccessLog
-from serve.errors import HttpError, error_response, json_response
+from serve.errors import HttpError, answer_for, json_response
+from serve.fastpath import AssetsFastPath
 from serve.metrics import CONTENT_TYPE, Metrics
 from serve.service import Service
 
@@ -43,9 +44,12 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready"})
 
 
-ROUTES = [
+ASSET_ROUTES = [  # first, so that serve.fastpath may match them before the Router
     Route("/assets/by-id/{id}", assets.by_id, methods=["GET", "HEAD"]),
     Route("/assets/{bucket}/{name:path}", assets.by_name, methods=["GET", "HEAD"]),
+]
+ROUTES = [
+    *ASSET_ROUTES,
     Route("/v1/buckets/{bucket}/objects", api.upload, methods=["POST"]),
     Route("/v1/buckets/{bucket}/objects", api.list_objects, methods=["GET"]),
     Route("/v1/buckets/{bucket}/names/{name:path}", api.lookup_name, methods=["GET"]),
@@ -62,21 +66,12 @@ ROUTES = [
 ]
 
 
-async def _http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HttpError)
-    return error_response(error, head=request.method == "HEAD")
-
-
-async def _starlette_error(request: Request, error: Exception) -> Response:
-    """Starlette's own answers (no route, wrong method) as JSON errors too."""
-    assert isinstance(error, HTTPException)
-    code = {404: "no_route", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    headers = dict(error.headers or {})
-    return error_response(HttpError(error.status_code, code, str(error.detail), headers), head=request.method == "HEAD")
-
-
-async def _store_error(request: Request, error: Exception) -> Response:
-    return error_response(HttpError(500, "store_error", str(error)), head=request.method == "HEAD")
+async def _error(request: Request, error: Exception) -> Response:
+    """HttpError, Starlette's own answers (no route, wrong method) and store failures as JSON errors."""
+    response = answer_for(error, head=request.method == "HEAD")
+    if response is None:
+        raise error
+    return response
 
 
 def create_app(store_root: Path | None = None) -> AccessLog:
@@ -85,15 +80,19 @@ def create_app(store_root: Path | None = None) -> AccessLog:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.service = Service(root)
-        app.state.metrics = Metrics(app.state.service.store)
+        service = app.state.service = Service(root)
+        app.state.metrics = Metrics(service.store)
         try:
+            await service.start()
             yield
         finally:
-            app.state.service.close()
+            try:
+                await service.stop()
+            finally:
+                service.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
-        HttpError: _http_error, HTTPException: _starlette_error, StoreError: _store_error,
+        HttpError: _error, HTTPException: _error, StoreError: _error,
     })
     app.router.redirect_slashes = False  # a wrong path is a JSON 404, not a redirect
-    return AccessLog(app, lambda: getattr(app.state, "metrics", None))
+    return AccessLog(AssetsFastPath(app, ASSET_ROUTES), lambda: getattr(app.state, "metrics", None))

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from cas.blobtree import blob_relative
 from cas.errors import BadInput
 from cas.ids import parse_object_id
 from cas.model import ObjectInfo
@@ -104,15 +105,15 @@ def blob_response(request: Request, service: Service, info: ObjectInfo, cache: s
     plain = all(" " <= char <= "~" for char in info.content_type)
     headers["Content-Type"] = info.content_type if plain else "application/octet-stream"
     accel = service.config.serve.accel_redirect
-    blob = service.store.tree.blob_path(info.hash)
+    relative = blob_relative(info.hash)
     if accel is not None:  # nginx sends the file, answers the range and adds Accept-Ranges
         del headers["Accept-Ranges"]
-        headers["X-Accel-Redirect"] = accel + str(blob.relative_to(service.store.tree.blobs))
+        headers["X-Accel-Redirect"] = accel + relative
         return Response(status_code=200, headers=headers)
     if part.partial:
         headers["Content-Range"] = f"bytes {part.start}-{part.start + part.length - 1}/{info.size}"
     try:
-        fd = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{service.blobs}/{relative}", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise HttpError(500, "content_missing", f"the content of {info.id} is missing from the store; run 'assetfs fsck'")
     return BlobResponse(fd, part, headers, request.method == "HEAD", service)

@@ -5,6 +5,7 @@ Last-Modified the time it was stored. Only a single byte range is served; a requ
 several gets the whole body (RFC 9110 lets a server ignore Range).
 """
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,12 @@ class Slice:
 
 
 def http_date(epoch: float) -> str:
-    return formatdate(int(epoch), usegmt=True)
+    return _http_date(int(epoch))
+
+
+@functools.lru_cache(maxsize=4096)  # every answer formats its object's date: the hot ones are few
+def _http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 def _parse_date(value: str) -> int | None:
@@ -123,6 +129,7 @@ def choose_slice(headers: Mapping[str, str], size: int, etag: str, modified: flo
     return Slice(start, end - start + 1, partial=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def content_disposition(filename: str, attachment: bool) -> str:
     """`inline` or `attachment` with the filename as RFC 6266 `filename*` (UTF-8) and an ASCII
     `filename` fallback for old clients."""

@@ -7,7 +7,10 @@ of its class; clients match on `code`, never on the message.
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
+
+from cas.errors import StoreError
 
 
 class HttpError(Exception):
@@ -51,3 +54,16 @@ def error_response(error: HttpError, head: bool = False) -> Response:
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+def answer_for(error: Exception, head: bool) -> Response | None:
+    """The JSON answer to an error a handler raised (ours, Starlette's "no route" and "wrong
+    method", a store failure); None for any other, which is a bug (500)."""
+    if isinstance(error, HttpError):
+        return error_response(error, head=head)
+    if isinstance(error, HTTPException):  # Starlette's own answers
+        code = {404: "no_route", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(HttpError(error.status_code, code, str(error.detail), dict(error.headers or {})), head=head)
+    if isinstance(error, StoreError):
+        return error_response(HttpError(500, "store_error", str(error)), head=head)
+    return None

@@ -30,6 +30,10 @@ class RuleError(Exception):
         self.timed_out = timed_out
 
 
+class WouldWait(Exception):
+    """`Catalog.read_now` could not answer without waiting: ask again the ordinary way."""
+
+
 class Transaction(ABC):
     """One open catalog transaction; rows come back as dicts."""
 
@@ -134,6 +138,13 @@ class Catalog(ABC):
     @abstractmethod
     def sync(self) -> None:
         """Make every transaction committed so far durable (those with `durable=False` too)."""
+
+    def read_now(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """The rows of a small read, answered at once or not at all: for a caller on an event
+        loop, which must not wait (the HTTP server's lookups). Raises WouldWait when the
+        answer would mean waiting: always here (PostgreSQL: a network round trip); SQLite
+        answers from its own file when no lock is in the way."""
+        raise WouldWait()
 
     def run(self, work: Callable[["Transaction"], T], write: bool = True, attempts: int = 8,
             durable: bool = True, background: bool = False) -> T:

@@ -90,7 +90,7 @@ class PostgresTransaction(Transaction):
         return bool(row["found"])
 
 
-def _connect_options(url: str) -> dict[str, Any]:
+def connect_options(url: str) -> dict[str, Any]:
     """autocommit (transactions are explicit), and CONNECT_TIMEOUT unless the URL or
     PGCONNECT_TIMEOUT sets one: a server that does not answer is reported in seconds."""
     options: dict[str, Any] = {"autocommit": True}
@@ -132,7 +132,7 @@ class PostgresCatalog(Catalog):
         self.read_only = read_only
         self.app_search_path = ""  # the connection's search_path before the catalog's replaced it
         self._rule_search_path: str | None = None
-        kwargs = _connect_options(url)
+        kwargs = connect_options(url)
         try:
             # One connection first: the pool would retry a refused one in the background and
             # report only that it timed out; this says why (a wrong password, no server).

@@ -17,11 +17,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cas.catalog.base import Catalog, Row, RuleError, Transaction, first_line
+from cas.catalog.base import Catalog, Row, RuleError, Transaction, WouldWait, first_line
 from cas.catalog.writequeue import DEFAULT_TIMEOUT, Turn, WriteQueue
 from cas.errors import StoreError
 
 PROGRESS_STEPS = 1000  # virtual-machine steps between two looks at a guarded query's deadline
+READ_NOW_STEPS = 10_000  # virtual-machine steps a read_now may take (a lookup by primary key takes ~100)
 CHECKPOINT_ROWS = 1000  # rows a background connection changes between two of its checkpoints
 TYPES = {"uuid": "text", "serial_pk": "integer primary key autoincrement", "float": "real"}
 
@@ -149,6 +150,30 @@ class SqliteCatalog(Catalog):
             with self._lock:
                 self._connections.append(connection)
         return connection
+
+    def read_now(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
+        """On a connection of its own (per thread) that never waits: no busy timeout (a lock
+        in the way is SQLITE_BUSY at once, not a sleep) and a progress handler that stops the
+        statement after `READ_NOW_STEPS` steps. WAL readers take no lock a writer holds, so
+        this answers at once unless the WAL is being recovered or reset. One statement in
+        autocommit, read to its end: its read transaction ends with it."""
+        connection = getattr(self._local, "read_now", None)
+        if connection is None:
+            connection = self._open()
+            connection.row_factory = _dict_row
+            connection.execute("pragma busy_timeout = 0")
+            connection.execute("pragma query_only = on")
+            connection.set_progress_handler(lambda: True, READ_NOW_STEPS)  # called once: that is too long
+            self._local.read_now = connection
+            with self._lock:
+                self._connections.append(connection)
+        try:
+            return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+                                                                 sqlite3.SQLITE_INTERRUPT):
+                raise WouldWait() from None
+            raise
 
     @contextmanager
     def transaction(self, write: bool = False, durable: bool = True, background: bool = False) -> Iterator[Transaction]:

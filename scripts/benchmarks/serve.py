@@ -93,7 +93,7 @@ def _emptied(root: Path) -> Callable[[], None]:
     def empty() -> None:
         for line in _assetfs("--store", str(root), "ls", "--json").splitlines():
             _assetfs("--store", str(root), "rm", json.loads(line)["id"])
-        _assetfs("--store", str(root), "trash", "purge")
+        _assetfs("--store", str(root), "trash", "purge", "--all")
     return empty
 
 
