@@ -607,8 +607,8 @@ class Operations(pyfuse3.Operations):
         text = user_name(name)
         if not isinstance(key, NamedNode):
             raise fail(errno.EPERM)
-        if is_computed(text):  # the object's, as in the id view (fusefs/xattrs.py)
-            raise fail(errno.ENOTSUP)
+        if is_computed(text):  # the object's, as in the id view: writes change nothing (fusefs/xattrs.py)
+            return
         await self.thread(self.view.set_xattr, key.node, text, value)
 
     # lifecycle -----------------------------------------------------------------------------

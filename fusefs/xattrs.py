@@ -7,9 +7,10 @@ Object files (/<bucket>/<id>/<filename>) carry read-only attributes made from th
     user.assetfs.meta.<key>     one per metadata entry of the object
 
 Files of the named tree carry the same attributes, of the object their name refers to (its
-content as last committed), so that a name leads to its object id. These are the store's:
-setting or removing one of them on a named file is ENOTSUP (so `cp -a` out of the mount and
-back in, which copies them, goes on quietly), and they win over a stored attribute of the same
+content as last committed), so that a name leads to its object id. These are the store's and
+follow the content: setting or removing one of them on a named file succeeds and changes
+nothing, since tools that copy or sync attributes (`cp -a`, `rsync -X`, which removes what its
+source lacks) would otherwise fail on every file; they win over a stored attribute of the same
 name. Besides them, files and folders of the named tree carry whatever `user.*` attributes
 were set on them (stored in `nodes.xattrs`), `user.assetfs.<other>` included; other
 namespaces are refused with ENOTSUP.

@@ -91,8 +91,6 @@ def test_pid_file_does_not_replace_a_file_that_is_no_pid_file(store_root: Path, 
             mounting.unmount(mountpoint)
 
 
-@pytest.mark.xfail(strict=True, reason="the mount answers removexattr of user.assetfs.* with ENOTSUP: every "
-                   "rsync -X run after the first exits 23 with six errors per file")
 def test_rsync_xattrs_into_the_mount_twice_succeeds(mounted: "mounting.Mount", tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
