@@ -605,7 +605,8 @@ def main() -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="The daemon's log (default: <store>/mount.log; with --foreground, stderr). SIGHUP reopens it.")
 @click.option("--pid-file", type=click.Path(dir_okay=False),
-              help="Write the daemon's pid here once the mount is ready (for a logrotate postrotate).")
+              help="Write the daemon's pid here once the mount is ready (for a logrotate postrotate); "
+                   "an existing file is refused unless it is a stale pid file.")
 @pass_context
 def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool, run_gc: bool,
           log_file: str | None, pid_file: str | None) -> None:

@@ -113,15 +113,16 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
 
     The log goes to `log_file`, else in the background to <store>/mount.log and in the
     foreground to stderr; `pid_file` gets the daemon's pid once the mount is ready (for a
-    logrotate `postrotate` that sends SIGHUP) and is removed when it ends."""
+    logrotate `postrotate` that sends SIGHUP) and is removed when it ends; an existing file
+    there is refused unless it is a stale pid file (fusefs/pidfile.py)."""
     path = check_mountpoint(mountpoint)
     store_root = Path(os.path.abspath(store_root))
     if log_file is None and not foreground:
         log_file = store_root / LOG_NAME
+    pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
+    pidfile.check(pid_path)  # before the log file is created: a refused mount leaves nothing
     sink = LogFile(log_file, privacy.file_mode(store_root))
     sink.check()
-    pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
-    pidfile.check(pid_path)
     if foreground:
         sink.attach()
         configure_logging()

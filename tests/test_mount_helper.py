@@ -125,6 +125,20 @@ def test_bad_input_is_one_line_and_mounts_nothing(namespace, store_root, tmp_pat
     assert not (tmp_path / "relative.log").exists()
 
 
+def test_a_refused_pidfile_creates_no_log_file(namespace, store_root, tmp_path):
+    mountpoint, log, config = tmp_path / "mnt", tmp_path / "mount.log", store_root / "assetfs.toml"
+    mountpoint.mkdir()
+    before = config.read_bytes()
+    for pid_file in ("/no/such/folder/mount.pid", config):
+        result = namespace.run("mount", "-t", "fuse.assetfs", store_root, mountpoint,
+                               "-o", f"log={log},pidfile={pid_file}", check=False)
+        assert result.returncode == 2, result
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert fuse_line(namespace, mountpoint) is None
+        assert not log.exists(), "the pid file is checked before the log file is created"
+    assert config.read_bytes() == before
+
+
 def test_options_map_onto_the_mount():
     request = parse(["/srv/store", "/srv/assets", "-n", "-o",
                      "rw,dev,suid,exec,atime,nosuid,nodev,noexec,noatime,allow_other,gc,log=/var/log/a.log,"

@@ -71,8 +71,6 @@ def test_load_refuses_a_bucket_name_that_leaves_the_store(store_root: Path, data
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(strict=True, reason="--pid-file replaces any existing file with the pid (and removes it at "
-                   "exit): '--pid-file <store>/assetfs.toml' destroys the store's configuration")
 def test_pid_file_does_not_replace_a_file_that_is_no_pid_file(store_root: Path, tmp_path: Path) -> None:
     config = store_root / "assetfs.toml"
     before = config.read_bytes()
