@@ -43,9 +43,11 @@ def read_tree_id(root: Path) -> str | None:
     """The id written in the blob tree, or None when there is none."""
     path = tree_file(root)
     try:
-        text = path.read_text().strip()
+        text = path.read_bytes().decode("ascii", errors="replace").strip()
     except FileNotFoundError:
         return None
+    except OSError as error:  # a folder, unreadable
+        raise WrongStore(f"{path} cannot be read ({error.strerror}); restore it from a backup of the store") from None
     if len(text) != ID_LENGTH or any(char not in "0123456789abcdef" for char in text):
         raise WrongStore(f"{path} is damaged (not a store id: {text[:40]!r}); restore it from a backup of the store")
     return text

@@ -136,8 +136,6 @@ def one_line_bad_input(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 2 and len(error.splitlines()) == 1 and "unexpected error" not in error, error
 
 
-@pytest.mark.xfail(strict=True, reason="a store-id file that is not UTF-8 is an 'unexpected error: "
-                   "UnicodeDecodeError' (exit 1), not the one-line 'damaged' error")
 def test_a_store_id_that_is_not_text_is_a_damaged_store_id(store_root: Path) -> None:
     (store_root / "store-id").write_bytes(b"\xff\xfe")
     one_line_bad_input(run_cli(store_root, "ls", check=None))

@@ -9,6 +9,7 @@ store's files run them.
 """
 
 import io
+import json
 import os
 import secrets
 import shlex
@@ -200,7 +201,8 @@ def test_a_read_only_postgres_role_reads(store_root: Path, database_url: str | N
     role, password = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8)
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     grants = [f"grant connect on database {info['dbname']} to {role}", f"grant usage on schema assetfs to {role}",
-              f"grant select on all tables in schema assetfs to {role}"]
+              f"grant select on all tables in schema assetfs to {role}",
+              f"grant select on all sequences in schema assetfs to {role}"]  # dump reads nodes_id_seq
     with psycopg.connect(database_url, autocommit=True) as owner:
         owner.execute(f"create role {role} login password '{password}'")
         try:
@@ -213,6 +215,8 @@ def test_a_read_only_postgres_role_reads(store_root: Path, database_url: str | N
             for args in read_commands(object_id):
                 run_cli(store_root, *args)
             assert run_cli(store_root, "cat", object_id).stdout == b"shown"
+            dumped = run_cli(store_root, "dump", "--pause-sweep", "0").stdout.decode().splitlines()
+            assert len(dumped) > 2 and "end" in json.loads(dumped[-1])  # a backup by the reader, whole
             refused = one_line(run_cli(store_root, "put", "photos", "-", input=b"new", check=1))
             assert "permission denied" in refused, refused
         finally:
