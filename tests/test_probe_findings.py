@@ -1,6 +1,9 @@
-"""Problems found by probing today's features as an outside user would (the probe branch's
-report). Each test states what should happen and fails today: `xfail(strict=True)`, so the
-fix of a finding turns its test into an unexpected pass, and the marker must then go."""
+"""Problems found by probing the features of 2026-11-29 as an outside user would: a dump
+that emptied its target (the live catalog, /dev/null's mode), a repair that linked a damaged
+blob over the intact copy, a load that took any bucket name, a pid file written over the
+configuration, rsync -X failing into the mount, one store's schema blocking another's. Each
+test states what should happen; one still marked `xfail(strict=True)` is a finding not fixed
+yet (its fix turns it into an unexpected pass, and the marker must then go)."""
 
 import json
 import os
@@ -157,3 +160,12 @@ def test_load_of_a_damaged_header_is_bad_input(store_root: Path, database_url: s
     with ExitStack() as made:
         target = new_store(tmp_path, "target", database_url, made)
         one_line_bad_input(run_cli(target, "load", str(dump), check=None))
+
+
+def test_dump_to_a_device_is_refused_and_leaves_it_alone(store_root: Path) -> None:
+    """`dump -o /dev/null` once made /dev/null root's alone (the dump file's 0600 mode, set on
+    whatever -o named): a target that is not a regular file is refused before anything."""
+    before = os.stat("/dev/null")
+    one_line_bad_input(run_cli(store_root, "dump", "--pause-sweep", "0", "-o", "/dev/null", check=None))
+    after = os.stat("/dev/null")
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)
