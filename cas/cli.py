@@ -607,14 +607,16 @@ def main() -> None:
 @click.option("--pid-file", type=click.Path(dir_okay=False),
               help="Write the daemon's pid here once the mount is ready (for a logrotate postrotate); "
                    "an existing file is refused unless it is a stale pid file.")
+@click.option("--clear-stale", is_flag=True,
+              help="Unmount a stale assetfs mount left at MOUNTPOINT by a daemon that died (for a service's restart).")
 @pass_context
 def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, allow_other: bool, run_gc: bool,
-          log_file: str | None, pid_file: str | None) -> None:
+          log_file: str | None, pid_file: str | None, clear_stale: bool) -> None:
     """Mount the store at MOUNTPOINT (in the background once ready, unless --foreground)."""
     from fusefs.mount import MountOptions
     from fusefs.mount import mount as mount_store
 
-    options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc)
+    options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc, clear_stale=clear_stale)
     store_path = context.existing_store()
     Store.open(store_path, read_only=True).close()  # a catalog of another schema version: its own exit code
     pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,

@@ -72,7 +72,10 @@ def _unescape(field: str) -> str:
     return field
 
 
-def check_mountpoint(mountpoint: Path) -> Path:
+def check_mountpoint(mountpoint: Path, clear_stale: bool = False) -> Path:
+    """The mountpoint's absolute path, once it is a folder with nothing mounted on it. With
+    `clear_stale`, a stale assetfs mount there (its daemon died: a service manager restarts
+    the mount after a crash) is unmounted first; its journal is recovered by the new mount."""
     path = Path(os.path.abspath(mountpoint))
     try:
         os.stat(path)
@@ -80,6 +83,11 @@ def check_mountpoint(mountpoint: Path) -> Path:
     except FileNotFoundError:
         raise BadInput(f"{path}: no such folder; create it first (mkdir -p {path})") from None
     except OSError as error:
+        if error.errno == errno.ENOTCONN and clear_stale and mounted_at(path) == FSTYPE:
+            result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True, timeout=60)
+            if result.returncode == 0:
+                log.warning("unmounted the stale assetfs mount at %s (its daemon had died)", path)
+                return check_mountpoint(path)
         if error.errno == errno.ENOTCONN:
             raise BadInput(
                 f"{path} is a stale mount whose daemon is gone (transport endpoint is not connected); "
@@ -105,6 +113,7 @@ class MountOptions:
     allow_other: bool = False  # other users may use the mount; the kernel checks modes
     gc: bool = False  # run the garbage collector in the daemon
     kernel: frozenset[str] = frozenset()  # generic mount flags passed on (nosuid, nodev, noexec, noatime)
+    clear_stale: bool = False  # unmount a stale assetfs mount at the mountpoint first (a service's restart)
 
 
 def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground: bool = False,
@@ -115,7 +124,7 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     foreground to stderr; `pid_file` gets the daemon's pid once the mount is ready (for a
     logrotate `postrotate` that sends SIGHUP) and is removed when it ends; an existing file
     there is refused unless it is a stale pid file (fusefs/pidfile.py)."""
-    path = check_mountpoint(mountpoint)
+    path = check_mountpoint(mountpoint, options.clear_stale)
     store_root = Path(os.path.abspath(store_root))
     if log_file is None and not foreground:
         log_file = store_root / LOG_NAME

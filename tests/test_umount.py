@@ -66,3 +66,25 @@ def test_umount_clears_a_stale_assetfs_mount(store_root: Path, tmp_path: Path) -
         assert mounted_at(mount.path) is None
     finally:
         unmount(mount.path)
+
+
+def test_a_restart_with_clear_stale_mounts_over_a_dead_daemons_mount(store_root: Path, tmp_path: Path) -> None:
+    """What the mount unit's `Restart=on-failure` does after the daemon died: the stale mount is
+    refused by a plain `mount`, and `--clear-stale` unmounts it and mounts again, with what
+    was closed before the crash."""
+    first = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        (first.path / "docs").mkdir()
+        (first.path / "docs" / "a.txt").write_bytes(b"closed before the crash")
+        first.process.send_signal(signal.SIGKILL)  # the daemon this test started
+        first.process.wait(timeout=30)
+        expect_errno({errno.ENOTCONN}, lambda: os.listdir(first.path))
+        refused = run_cli(store_root, "mount", str(first.path), check=2).stderr.decode()
+        assert "stale mount" in refused and refused.count("\n") == 1
+        run_cli(store_root, "mount", "--clear-stale", str(first.path))  # returns once the new mount answers
+        try:
+            assert (first.path / "docs" / "a.txt").read_bytes() == b"closed before the crash"
+        finally:
+            run_cli(store_root, "umount", str(first.path))
+    finally:
+        unmount(first.path)
