@@ -25,7 +25,6 @@ and `load` says where the loading store's differ.
 import contextlib
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from cas import privacy, storeid, sweeppause
 from cas.catalog import Catalog, Transaction
 from cas.catalog.schema import SCHEMA_VERSION
 from cas.config import Config, load_config
+from cas.dumprows import RowChecks, check_node_sequence
 from cas.errors import BadInput
 from cas.model import iso_time
 from cas.store import ZERO_ID, Store
@@ -44,7 +44,6 @@ from cas.store import ZERO_ID, Store
 FORMAT, VERSION = "assetfs-dump", 1
 PAGE = 1000
 BATCH_ROWS = 200  # rows per insert statement: 200 × 13 columns stays far below SQLite's 32,766 parameters
-_COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # (table, key columns and where each starts, which rows): in an order that loads with every
 # foreign key's target before its rows
@@ -163,7 +162,7 @@ def load(store: Store, lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, 
     def fill(tx: Transaction) -> dict[str, int]:
         counts = _refuse_unless_empty(tx, catalog)
         storeid.check_loadable(store.root, header["store_id"])
-        batch = _Batch(tx, catalog.dialect)
+        batch, checks = _Batch(tx, catalog.dialect), RowChecks()
         for number, record in stream:
             if "end" in record:
                 batch.flush()
@@ -171,10 +170,10 @@ def load(store: Store, lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, 
                     raise BadInput(f"line {number}: the dump's end counts {record['end']} rows, it held {counts}")
                 if next(stream, None) is not None:
                     raise BadInput(f"line {number + 1}: text after the dump's end")
-                _set_node_sequence(tx, catalog.dialect, int(header.get("node_sequence") or 0))
+                _set_node_sequence(tx, catalog.dialect, header["node_sequence"])
                 storeid.give_loaded_id(store.root, tx, header["store_id"])
                 return counts
-            table, row = _row_record(number, record)
+            table, row = _row_record(number, record, checks)
             batch.add(table, row)
             counts[table] += 1
         raise BadInput("the dump ends early (no end line): it is incomplete; nothing was loaded")
@@ -215,6 +214,7 @@ def _header(first: tuple[int, dict[str, Any]] | None) -> dict[str, Any]:
     store_id = header.get("store_id")
     if not isinstance(store_id, str) or len(store_id) != storeid.ID_LENGTH:
         raise BadInput("the dump's first line has no store id; nothing was loaded")
+    check_node_sequence(header.get("node_sequence"))
     return header
 
 
@@ -227,13 +227,12 @@ def _refuse_unless_empty(tx: Transaction, catalog: Catalog) -> dict[str, int]:
     return {table: 0 for table in TABLE_NAMES}
 
 
-def _row_record(number: int, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _row_record(number: int, record: dict[str, Any], checks: RowChecks) -> tuple[str, dict[str, Any]]:
+    """The table and row of a line, every value checked (cas/dumprows.py)."""
     table, row = record.get("table"), record.get("row")
     if table not in TABLE_NAMES or not isinstance(row, dict) or not row:
         raise BadInput(f"line {number} of the dump is not a row of a catalog table; nothing was loaded")
-    for column, value in row.items():
-        if not _COLUMN.fullmatch(column) or not (value is None or isinstance(value, (str, int, float))):
-            raise BadInput(f"line {number} of the dump: bad column {column!r} of {table}; nothing was loaded")
+    checks.check(number, table, row)
     return table, row
 
 

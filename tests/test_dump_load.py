@@ -181,6 +181,48 @@ def test_a_damaged_dump_loads_nothing(store: Store, tmp_path: Path, damage: str,
     assert dump_lines(target)[-1]["end"] == {table: 0 for table in dump_lines(target)[-1]["end"]}
 
 
+@pytest.mark.parametrize(("table", "field", "value"), [
+    ("blobs", "hash", "ABC123"),
+    ("objects", "id", "not-an-id"),
+    ("objects", "size", -5),
+    ("objects", "filename", ".."),
+    ("nodes", "kind", "door"),
+    ("entries", "name", "a/../../b"),
+])
+def test_a_bad_value_in_a_row_loads_nothing(store: Store, tmp_path: Path, fresh_postgres, table: str, field: str,
+                                            value: object) -> None:
+    """Every value of a row is checked as put checks its input: one line that names the line,
+    the table's row and the field; exit 2; nothing loaded."""
+    for index in range(2):
+        source = tmp_path / f"{index}.bin"
+        source.write_bytes(f"to move {index}".encode())
+        store.put("docs", source, name=f"dir/{index}.bin")
+    records = [json.loads(line) for line in run_cli(store.root, "dump", "--pause-sweep", "0").stdout.splitlines()]
+    number, record = [(number, record) for number, record in enumerate(records, start=1)
+                      if record.get("table") == table][-1]  # the table's last row
+    record["row"][field] = value
+    row = sum(other.get("table") == table for other in records)
+    target = tmp_path / "target"
+    Store.init(target, database_url=store.config.database_url and fresh_postgres())[0].close()
+    lines = "".join(json.dumps(record) + "\n" for record in records).encode()
+    result = run_cli(target, "load", "-", input=lines, check=2)
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and "unexpected" not in message, message
+    assert f"line {number} of the dump ({table} row {row}), field {field}:" in message, message
+    assert dump_lines(target)[-1]["end"] == {table: 0 for table in dumping.TABLE_NAMES}
+
+
+@pytest.mark.parametrize("sequence", [-5, "12", 1.5, None])
+def test_a_bad_node_sequence_loads_nothing(store: Store, tmp_path: Path, fresh_postgres, sequence: object) -> None:
+    records = [json.loads(line) for line in run_cli(store.root, "dump", "--pause-sweep", "0").stdout.splitlines()]
+    records[0]["node_sequence"] = sequence
+    target = tmp_path / "target"
+    Store.init(target, database_url=store.config.database_url and fresh_postgres())[0].close()
+    lines = "".join(json.dumps(record) + "\n" for record in records).encode()
+    message = run_cli(target, "load", "-", input=lines, check=2).stderr.decode()
+    assert message.count("\n") == 1 and "node_sequence" in message, message
+
+
 def test_the_dump_is_one_snapshot_while_writers_go_on(store: Store, tmp_path: Path) -> None:
     """A put that commits while the dump is between its tables is not in the dump, which
     stays whole (its object's blob row would be missing otherwise): one snapshot. The put
