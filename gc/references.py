@@ -16,7 +16,7 @@ and on SQLite it holds the write lock the pass's batch holds for at most that lo
 import logging
 
 from cas.catalog import Catalog, Transaction
-from cas.catalog.base import Row, RuleError, first_line
+from cas.catalog.base import Row, RuleError
 from cas.config import Config
 from cas.durations import format_duration
 from cas.errors import BadInput

@@ -8,8 +8,10 @@ instead of skipping the PostgreSQL half.
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,3 +150,16 @@ def server_factory(tmp_path: Path) -> Iterator:
     finally:
         for server in started:
             serving.stop_server(server)
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every user may enter (pytest's tmp_path is root's alone), removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("running as another user needs root")
+    folder = Path(tempfile.mkdtemp(prefix="assetfs-open-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)

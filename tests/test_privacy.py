@@ -11,11 +11,9 @@ strangers out.
 import errno
 import fcntl
 import os
-import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,19 +32,6 @@ from helpers import count
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 FREE_GID = 54321  # no group has it: `init --group` takes a number too
-
-
-@pytest.fixture
-def open_folder() -> Iterator[Path]:
-    """A folder every user may enter (pytest's tmp_path is root's alone)."""
-    if os.geteuid() != 0:
-        pytest.skip("running as another user needs root")
-    folder = Path(tempfile.mkdtemp(prefix="assetfs-privacy-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
 
 
 def init(root: Path, database_url: str | None, *args: str) -> None:

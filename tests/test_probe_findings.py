@@ -11,7 +11,6 @@ import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
 
 import mounting
 from cas.store import Store

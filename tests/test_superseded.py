@@ -14,7 +14,6 @@ import io
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 

@@ -13,12 +13,9 @@ import json
 import os
 import secrets
 import shlex
-import shutil
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -223,19 +220,6 @@ def test_a_read_only_postgres_role_reads(store_root: Path, database_url: str | N
             for grant in reversed(grants):
                 owner.execute(grant.replace("grant", "revoke", 1).replace(" to ", " from "))
             owner.execute(f"drop role {role}")
-
-
-@pytest.fixture
-def open_folder() -> Iterator[Path]:
-    """A folder every user may enter (pytest's tmp_path is root's alone)."""
-    if os.geteuid() != 0:
-        pytest.skip("running as another user needs root")
-    folder = Path(tempfile.mkdtemp(prefix="assetfs-upgrade-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
 
 
 def test_a_user_who_may_only_read_a_sqlite_store(open_folder: Path) -> None:

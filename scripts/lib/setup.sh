@@ -167,51 +167,49 @@ ensure_venv() {
     setup_say "venv installed (.venv, pip install -e '$install')"
 }
 
+# link_to_venv LINK TARGET WHAT: make LINK a symlink to TARGET (replaced when it points
+# elsewhere, never over a real file); WHAT says what the link is for. Fails (1) when a real
+# file is in the way.
+link_to_venv() {
+    local link="$1" target="$2" what="$3"
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        setup_say "warning: $link exists and is not a link; leaving it"
+        return 1
+    fi
+    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
+        mkdir -p "$(dirname "$link")"
+        ln -sfn "$target" "$link"
+        setup_say "linked $link -> $target ($what)"
+    else
+        setup_say "$what in place ($link -> $target)"
+    fi
+}
+
 # As root, put `assetfs` on PATH: a link in $ASSETFS_BIN_DIR to the venv's script (a link, so
-# that it follows the checkout; replaced when it points elsewhere, never over a real file).
-# Prints what the user types to run assetfs.
+# that it follows the checkout). Prints what the user types to run assetfs.
 ensure_on_path() {
-    local link="$ASSETFS_BIN_DIR/assetfs" target="$ASSETFS_VENV/bin/assetfs"
+    local target="$ASSETFS_VENV/bin/assetfs"
     if [ "$(id -u)" -ne 0 ] && [ "${ASSETFS_BIN_DIR}" = /usr/local/bin ]; then
         setup_say "not root: no link in /usr/local/bin; run $target or add $ASSETFS_VENV/bin to PATH"
         echo "$target"
         return 0
     fi
-    if [ -e "$link" ] && [ ! -L "$link" ]; then
-        setup_say "warning: $link exists and is not a link; leaving it (run $target)"
-        echo "$target"
-        return 0
-    fi
-    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
-        mkdir -p "$ASSETFS_BIN_DIR"
-        ln -sfn "$target" "$link"
-        setup_say "linked $link -> $target"
+    if link_to_venv "$ASSETFS_BIN_DIR/assetfs" "$target" "assetfs on PATH" >&2; then
+        echo assetfs
     else
-        setup_say "assetfs on PATH ($link -> $target)"
+        echo "$target"
     fi
-    echo assetfs
 }
 
 # As root, let `mount -t fuse.assetfs` and fstab lines work: mount(8) runs
-# /sbin/mount.<type> (it looks in /sbin only). A link to the venv's helper, replaced when it
-# points elsewhere, never over a real file (docs/service.md).
+# /sbin/mount.<type> (it looks in /sbin only). A link to the venv's helper (docs/service.md).
 ensure_mount_helper() {
-    local link="$ASSETFS_SBIN_DIR/mount.fuse.assetfs" target="$ASSETFS_VENV/bin/mount.fuse.assetfs"
     if [ "$(id -u)" -ne 0 ] && [ "$ASSETFS_SBIN_DIR" = /sbin ]; then
         setup_say "not root: no mount helper in /sbin; mount -t fuse.assetfs will not work (assetfs mount does)"
         return 0
     fi
-    if [ -e "$link" ] && [ ! -L "$link" ]; then
-        setup_say "warning: $link exists and is not a link; leaving it"
-        return 0
-    fi
-    if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
-        mkdir -p "$ASSETFS_SBIN_DIR"
-        ln -sfn "$target" "$link"
-        setup_say "linked $link -> $target (mount -t fuse.assetfs, fstab)"
-    else
-        setup_say "mount helper in place ($link -> $target)"
-    fi
+    link_to_venv "$ASSETFS_SBIN_DIR/mount.fuse.assetfs" "$ASSETFS_VENV/bin/mount.fuse.assetfs" \
+        "mount -t fuse.assetfs, fstab" || true
 }
 
 # pip install -e SPEC ('.' or '.[EXTRAS]') into .venv, quietly; on failure show the log's
