@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casgc import failures
-from casgc.references import BucketSkipped, References, first_line
+from cas.catalog.base import first_line
+from casgc.references import BucketSkipped, References
 from casgc.report import PassReport
 from cas.catalog import Transaction
 from cas.catalog.base import Row

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from casgc import passes
 from casgc.batches import Context, Progress
 from casgc.orphans import orphans
-from casgc.references import References, first_line
+from cas.catalog.base import first_line
+from casgc.references import References
 from casgc.report import PassReport, RunReport
 from cas.store import Store
 
