@@ -502,7 +502,7 @@ def fsck(context: Context, verify_content: bool, repair: bool, orphan_grace: str
     """Reconcile the files on disk with the catalog."""
     from cas.fsck import check_store
 
-    with context.open() as store:
+    with context.open(read_only=not repair) as store:  # a check writes nothing (docs/upgrade.md)
         grace = parse_duration(orphan_grace, "--orphan-grace") if orphan_grace is not None else store.config.orphan_grace
         report = check_store(store, verify_content=verify_content, repair=repair, orphan_grace=grace)
     for problem in report.problems:

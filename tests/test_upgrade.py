@@ -174,7 +174,7 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 READS = (["ls"], ["ls", "photos/"], ["stat", "photos/a.txt"], ["get", "{id}", "-o", "-"], ["cat", "{id}"],
-         ["hold", "ls"], ["trash", "ls"], ["stats"])
+         ["hold", "ls"], ["trash", "ls"], ["stats"], ["fsck"], ["fsck", "--verify-content"])
 
 
 def read_commands(object_id: str) -> list[list[str]]:
