@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import blake3
 
@@ -70,6 +70,26 @@ def hash_zeros(hasher: "blake3.blake3", length: int) -> None:
 
 def hash_file(fd: int, size: int) -> str:
     """BLAKE3 of the first `size` bytes of `fd`, reading only its data extents."""
+    return _hash_extents(fd, size)
+
+
+def copy_hashing(source: int, target: int, size: int) -> str:
+    """Copy the first `size` bytes of `source` into the empty `target` as `copy_file` does
+    (holes stay holes) and return their BLAKE3, reading each data byte once."""
+
+    def write(chunk: memoryview, offset: int) -> None:
+        written = 0
+        while written < len(chunk):
+            written += os.pwrite(target, chunk[written:], offset + written)
+
+    hash_hex = _hash_extents(source, size, write)
+    os.ftruncate(target, size)
+    return hash_hex
+
+
+def _hash_extents(fd: int, size: int, each_chunk: Callable[[memoryview, int], None] | None = None) -> str:
+    """BLAKE3 of the first `size` bytes of `fd`, its holes hashed as zeros without reading;
+    each chunk of data read is also given to `each_chunk` with its offset."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     buffer = memoryview(bytearray(min(CHUNK, max(size, 1))))
     position = 0
@@ -79,31 +99,11 @@ def hash_file(fd: int, size: int) -> str:
             chunk = buffer[:min(len(buffer), end - start)]
             read_exactly(fd, chunk, start)
             hasher.update(chunk)
+            if each_chunk is not None:
+                each_chunk(chunk, start)
             start += len(chunk)
         position = end
     hash_zeros(hasher, size - position)
-    return hasher.hexdigest()
-
-
-def copy_hashing(source: int, target: int, size: int) -> str:
-    """Copy the first `size` bytes of `source` into the empty `target` as `copy_file` does
-    (holes stay holes) and return their BLAKE3, reading each data byte once."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buffer = memoryview(bytearray(min(CHUNK, max(size, 1))))
-    position = 0
-    for start, end in data_extents(source, size):
-        hash_zeros(hasher, start - position)
-        while start < end:
-            chunk = buffer[:min(len(buffer), end - start)]
-            read_exactly(source, chunk, start)
-            hasher.update(chunk)
-            written = 0
-            while written < len(chunk):
-                written += os.pwrite(target, chunk[written:], start + written)
-            start += len(chunk)
-        position = end
-    hash_zeros(hasher, size - position)
-    os.ftruncate(target, size)
     return hasher.hexdigest()
 
 
