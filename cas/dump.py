@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from cas import privacy, storeid, sweeppause
 from cas.catalog import Catalog, Transaction
+from cas.catalog.migrate import version_in
 from cas.catalog.schema import SCHEMA_VERSION
 from cas.config import Config, load_config
 from cas.dumprows import RowChecks, check_node_sequence
@@ -91,7 +92,7 @@ def _dump_snapshot(store: Store, write: Callable[[str], None], pause: sweeppause
         if catalog.dialect == "postgres":
             tx.execute("set transaction isolation level repeatable read, read only")
         header = {
-            "format": FORMAT, "version": VERSION, "schema_version": _schema_version(tx),
+            "format": FORMAT, "version": VERSION, "schema_version": version_in(tx),
             "store_id": storeid.catalog_id(tx), "taken_at": iso_time(time.time()), "source": catalog.dialect,
             "node_sequence": _node_sequence(tx, catalog.dialect),
             "sweep_pause": None if pause is None else {"id": pause.id, "ends_at": iso_time(pause.ends_at)},
@@ -122,10 +123,6 @@ def _rows(tx: Transaction, table: str, keys: tuple[tuple[str, Any], ...], where:
         if len(rows) < PAGE:
             return
         after = {f"after_{name}": rows[-1][name] for name in names}
-
-
-def _schema_version(tx: Transaction) -> int:
-    return tx.value("select max(version) as version from schema_version")
 
 
 def _node_sequence(tx: Transaction, dialect: str) -> int:

@@ -61,16 +61,22 @@ def catalog_is_empty(tx: Transaction) -> bool:
     return all(tx.one(f"select 1 as found from {table} limit 1") is None for table in ("objects", "blobs", "buckets"))
 
 
-def _write_tree_id(root: Path, store_id: str) -> None:
-    """Create `blobs/store-id` with `store_id` unless a file is there already (then it stays):
-    written under a staging name and linked into place, so it is never seen half-written."""
-    target = tree_file(root)
+def _staged_id(root: Path, store_id: str) -> Path:
+    """A durable file holding `store_id` under a staging name in tmp/, to be put in place whole
+    (never seen half-written)."""
     staging = root / "tmp" / f"stage-store-id-{secrets.token_hex(4)}"
     privacy.create_file(staging, privacy.file_mode(root), f"{store_id}\n".encode())
+    fsync_path(staging)
+    return staging
+
+
+def _write_tree_id(root: Path, store_id: str) -> None:
+    """Create `<store>/store-id` with `store_id` unless a file is there already (then it
+    stays): linked into place from its staging name."""
+    staging = _staged_id(root, store_id)
     try:
-        fsync_path(staging)
         try:
-            os.link(staging, target)
+            os.link(staging, tree_file(root))
         except FileExistsError:
             return
         fsync_path(root)
@@ -151,8 +157,7 @@ def give_loaded_id(root: Path, tx: Transaction, store_id: str) -> None:
     """`assetfs load`, at its end: the catalog (in `tx`) and the folder at `root` take the id
     of the store loaded (`check_loadable` said they may)."""
     if read_tree_id(root) != store_id:
-        staging = root / "tmp" / f"stage-store-id-{secrets.token_hex(4)}"
-        privacy.create_file(staging, privacy.file_mode(root), f"{store_id}\n".encode())
-        os.replace(staging, tree_file(root))
+        os.replace(_staged_id(root, store_id), tree_file(root))
+        fsync_path(root)
     tx.execute("delete from store")
     tx.execute("insert into store (id, created_at) values (:id, :now)", {"id": store_id, "now": time.time()})
