@@ -55,7 +55,7 @@ class SqliteTransaction(Transaction):
             row = cursor.fetchone()
             cursor.close()
         except sqlite3.Error as error:
-            timed_out = getattr(error, "sqlite_errorcode", 0) == sqlite3.SQLITE_INTERRUPT
+            timed_out = _code(error) == sqlite3.SQLITE_INTERRUPT
             raise RuleError(first_line(error), timed_out=timed_out) from None
         finally:
             connection.set_progress_handler(None, 0)
@@ -78,6 +78,14 @@ class SqliteTransaction(Transaction):
     def has_table(self, name: str) -> bool:
         return self.connection.execute("select 1 from main.sqlite_master where type = 'table' and name = ?",
                                        (name,)).fetchone() is not None
+
+
+LOCKED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # another connection's lock was in the way
+
+
+def _code(error: sqlite3.Error) -> int:
+    """The primary result code of an SQLite error (its extended code's low byte)."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> Row:
@@ -128,6 +136,9 @@ class SqliteCatalog(Catalog):
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the catalog {self.path}"
                              f"{' or the databases it attaches' if self.attach else ''}: {first_line(error)}") from None
+        connection.row_factory = _dict_row
+        with self._lock:
+            self._connections.append(connection)  # closed by `close`
         return connection
 
     def _connection(self, background: bool = False) -> sqlite3.Connection:
@@ -137,7 +148,6 @@ class SqliteCatalog(Catalog):
         connection = getattr(self._local, name, None)
         if connection is None:
             connection = self._open()
-            connection.row_factory = _dict_row
             connection.execute(f"pragma busy_timeout = {self._busy_timeout_ms}")
             if not self.read_only:
                 connection.execute("pragma main.journal_mode = wal")  # once set, it stays: this only reads it
@@ -147,8 +157,6 @@ class SqliteCatalog(Catalog):
                 connection.execute("pragma wal_autocheckpoint = 0")
                 self._local.checkpointed = 0  # its total_changes at its last checkpoint
             setattr(self._local, name, connection)
-            with self._lock:
-                self._connections.append(connection)
         return connection
 
     def read_now(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
@@ -160,18 +168,14 @@ class SqliteCatalog(Catalog):
         connection = getattr(self._local, "read_now", None)
         if connection is None:
             connection = self._open()
-            connection.row_factory = _dict_row
             connection.execute("pragma busy_timeout = 0")
             connection.execute("pragma query_only = on")
             connection.set_progress_handler(lambda: True, READ_NOW_STEPS)  # called once: that is too long
             self._local.read_now = connection
-            with self._lock:
-                self._connections.append(connection)
         try:
             return connection.execute(sql, params).fetchall()
         except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
-                                                                 sqlite3.SQLITE_INTERRUPT):
+            if _code(error) in (*LOCKED, sqlite3.SQLITE_INTERRUPT):
                 raise WouldWait() from None
             raise
 
@@ -207,7 +211,7 @@ class SqliteCatalog(Catalog):
             if background:
                 self._checkpoint(connection)
         except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+            if _code(error) == sqlite3.SQLITE_FULL:
                 raise StoreError(f"the catalog {self.path} cannot grow: the disk is full; the change was not made",
                                  errno.ENOSPC) from None
             raise
@@ -227,8 +231,7 @@ class SqliteCatalog(Catalog):
 
     def is_retryable(self, error: BaseException) -> bool:
         """A lock another connection held past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED)."""
-        return (isinstance(error, sqlite3.OperationalError)
-                and getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+        return isinstance(error, sqlite3.OperationalError) and _code(error) in LOCKED
 
     def sync(self) -> None:
         """Commits without fsync left their frames in the WAL file: flushing it makes them
