@@ -250,13 +250,12 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
         if isinstance(error, RuntimeError):
             raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
         raise
-    log.info("mounted %s at %s", store_root, mountpoint)
     collector = Collector(store) if options.gc else None
     try:
         if collector is not None:
             collector.start()
             log.info("garbage collector running every %ss", store.config.gc.interval)
-        trio.run(_main, mountpoint, ready, operations, live, let_go, sink)
+        trio.run(_main, store_root, mountpoint, ready, operations, live, let_go, sink)
     finally:
         if collector is not None:
             collector.stop()
@@ -266,10 +265,13 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
         log.info("unmounted %s", mountpoint)
 
 
-async def _main(mountpoint: Path, ready: Callable[[], None], operations: Operations, live: LiveMount,
-                let_go: LetGo, sink: LogFile) -> None:
+async def _main(store_root: Path, mountpoint: Path, ready: Callable[[], None], operations: Operations,
+                live: LiveMount, let_go: LetGo, sink: LogFile) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_on_signals, sink)
+        # Logged once SIGHUP is received here: a logrotate that reacts to this line finds
+        # the daemon ready to reopen its log.
+        log.info("mounted %s at %s", store_root, mountpoint)
         nursery.start_soon(_heartbeat, live)
         nursery.start_soon(operations.writebehind.run)
         nursery.start_soon(let_go.run)
