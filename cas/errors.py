@@ -57,6 +57,13 @@ class Busy(StoreError):
     errno = errno_codes.EBUSY
 
 
+class MountBusy(StoreError):
+    """A mount still had open files or a process's working folder in it; it was left mounted."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): close them and try again
+    errno = errno_codes.EBUSY
+
+
 class SchemaMismatch(StoreError):
     """The catalog's schema version is not the one this assetfs was built for; nothing was
     read or changed. The message says the one command that fixes it (docs/upgrade.md)."""

@@ -6,13 +6,16 @@ when it could not mount). In the foreground under systemd (`Type=notify`) the da
 `READY=1` at that same moment (fusefs/notify.py). SIGINT and SIGTERM reach the trio loop
 through trio's signal receiver, which ends pyfuse3's main loop; the daemon then unmounts
 (`pyfuse3.close(unmount=True)`) and closes the store. SIGHUP reopens the log file
-(fusefs/daemonlog.py) and leaves the mount alone. `umount` is `fusermount3 -u`, which
-also clears a stale mount whose daemon died, of an assetfs mount only: the type in
-/proc/self/mountinfo (`fuse.assetfs`, from the subtype the mount sets) must say so.
+(fusefs/daemonlog.py) and leaves the mount alone. `umount` unmounts an assetfs mount only,
+live or stale (its daemon died): the type in /proc/self/mountinfo (`fuse.assetfs`, from the
+subtype the mount sets) must say so. Root unmounts with umount2(2), whose errno tells a busy
+mount from other failures; anyone else goes through the setuid `fusermount3 -u`, whose
+reasons come as text only and are shown as they are.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -27,7 +30,7 @@ import trio
 
 from casgc.runner import Collector
 from cas import privacy
-from cas.errors import BadInput, StoreError
+from cas.errors import BadInput, MountBusy, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
 from cas.writeback import JOURNAL_PREFIX, Journal, recover_all
@@ -46,6 +49,9 @@ FSTYPE = f"fuse.{FSNAME}"  # the type an assetfs mount has in /proc/self/mountin
 LOG_NAME = "mount.log"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REOPEN_SIGNAL = signal.SIGHUP
+UMOUNT_NOFOLLOW = 8  # umount2(2): do not follow a symlink at the mount point's path
+FUSERMOUNT_TIMEOUT_S = 60
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # checks ------------------------------------------------------------------------------------
@@ -328,13 +334,33 @@ def umount(mountpoint: Path) -> None:
     _check_assetfs_mount(path)
     _commit_closed_files(path)
     _check_assetfs_mount(path)  # again, just before unmounting: the fsync may have taken a while
-    result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
+    if os.geteuid() == 0:
+        _umount2(path)
+    else:
+        _fusermount_u(path)
+
+
+BUSY_HINT = "close the files and shells using it, then run 'assetfs umount {path}' again (or 'fusermount3 -uz' to detach it lazily)"
+
+
+def _umount2(path: Path) -> None:
+    if _libc.umount2(os.fsencode(path), UMOUNT_NOFOLLOW) == 0:
+        return
+    code = ctypes.get_errno()
+    if code == errno.EBUSY:
+        raise MountBusy(f"{path} is busy: " + BUSY_HINT.format(path=path))
+    raise StoreError(f"cannot unmount {path}: {os.strerror(code)}", errno=code)
+
+
+def _fusermount_u(path: Path) -> None:
+    try:
+        result = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True,
+                                timeout=FUSERMOUNT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise StoreError(f"cannot unmount {path}: fusermount3 -u did not finish in {FUSERMOUNT_TIMEOUT_S} s") from None
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["fusermount3 failed"])[-1]
-        if "busy" in detail.lower():
-            raise StoreError(f"{path} is busy: close the files and shells using it, then run 'assetfs umount {path}' "
-                             "again (or 'fusermount3 -uz' to detach it lazily)")
-        raise StoreError(f"cannot unmount {path}: {detail}")
+        raise StoreError(f"cannot unmount {path}: {detail}; if it is busy, " + BUSY_HINT.format(path=path))
 
 
 def _check_assetfs_mount(path: Path) -> None:

@@ -5,6 +5,7 @@ daemon died, is still cleared."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -88,3 +89,26 @@ def test_a_restart_with_clear_stale_mounts_over_a_dead_daemons_mount(store_root:
             run_cli(store_root, "umount", str(first.path))
     finally:
         unmount(first.path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root unmounts with umount2(2), whose errno says busy")
+def test_umount_of_a_busy_mount_says_busy_and_leaves_it_mounted(store_root: Path, tmp_path: Path) -> None:
+    mount = start_mount(store_root, tmp_path / "mnt", tmp_path / "mount.log")
+    try:
+        (mount.path / "docs").mkdir()
+        held = open(mount.path / "docs" / "open.txt", "wb")
+        try:
+            held.write(b"still open")
+            held.flush()
+            line = assert_error(run_cli(store_root, "umount", str(mount.path), check=None), 75)
+            assert "is busy" in line and "close the files" in line, line
+            assert mounted_at(mount.path) == FSTYPE and mount.process.poll() is None
+        finally:
+            held.close()
+        run_cli(store_root, "umount", str(mount.path))
+        assert mounted_at(mount.path) is None
+        assert mount.process.wait(timeout=30) == 0
+    finally:
+        unmount(mount.path)
+    stored = json.loads(run_cli(store_root, "stat", "--json", "docs/open.txt").stdout)
+    assert run_cli(store_root, "cat", stored["id"]).stdout == b"still open"
