@@ -47,6 +47,6 @@ def run(store_root: Path, listen: str | None, workers: int | None) -> None:
     signal.signal(signal.SIGTERM, _stopped)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run("serve.app:create_app", factory=True, host=host, port=port, workers=count if count > 1 else None,
-                loop="uvloop", http="serve.protocol:HeadTimeoutProtocol", lifespan="on", access_log=False, proxy_headers=False,
+                loop="uvloop", http="serve.protocol:ServeProtocol", lifespan="on", access_log=False, proxy_headers=False,
                 server_header=False, timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=GRACEFUL_STOP,
                 log_level="info")
