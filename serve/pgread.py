@@ -87,8 +87,12 @@ class AsyncReader:
         except BaseException as error:  # every request of the batch gets the failure, as its own query would
             for answers in asked.values():
                 for answer in answers:
-                    if not answer.done():
+                    if answer.done():
+                        continue
+                    if isinstance(error, Exception):
                         answer.set_exception(error)
+                    else:  # cancelled (the server stops): so are the lookups waiting for it
+                        answer.cancel()
             if not isinstance(error, Exception):
                 raise
             return
