@@ -3,7 +3,6 @@ and configuration as one-line errors, readiness."""
 
 import io
 import os
-import signal
 import socket
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 
 from cas.store import Store
 from conftest import run_cli
-from serving import add_config, error_code, stop_server
+from serving import add_config, stop_server
 
 
 def children_of(pid: int) -> list[int]:
