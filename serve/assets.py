@@ -65,8 +65,8 @@ def bucket_and_name(bucket: str, name: str) -> tuple[str, str]:
 async def by_id(request: Request) -> Response:
     service: Service = request.app.state.service
     object_id = object_id_of(request.path_params["id"])
-    query = request.query_params
-    if "signature" in query or "expires" in query:
+    query = request.query_params if request.scope["query_string"] else None
+    if query is not None and ("signature" in query or "expires" in query):
         signing.check(service.secret, object_id, query.get("expires", ""), query.get("signature", ""), time.time())
         info = await service.live(object_id)
         if info is None:
@@ -90,28 +90,46 @@ async def by_name(request: Request) -> Response:
     return blob_response(request, service, info, "public, no-cache" if public else "private, no-cache")
 
 
+_ASKED = frozenset((b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range", b"if-range"))
+_FIXED = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", b"sandbox")]
+
+
+def asked(scope: Scope) -> dict[str, str]:
+    """The request's conditional and range headers (the first of each), in one pass over them
+    (a `Headers.get` scans them all each time, and an answer asks for six)."""
+    found: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        if key in _ASKED and key.decode() not in found:
+            found[key.decode()] = value.decode("latin-1")
+    return found
+
+
 def blob_response(request: Request, service: Service, info: ObjectInfo, cache: str) -> Response:
+    """The answer with the object's bytes (or nginx's redirect to them), its headers built as
+    raw bytes pairs: Starlette's `Response` builds them from a dict through `MutableHeaders`."""
     etag = f'"{info.hash}"'
-    headers = {"ETag": etag, "Last-Modified": http_date(info.created_at), "Cache-Control": cache,
-               "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-    decided = check_preconditions(request.headers, etag, info.created_at, request.method)
+    headers = [(b"etag", etag.encode()), (b"last-modified", http_date(info.created_at).encode()),
+               (b"cache-control", cache.encode()), *_FIXED]
+    conditions = asked(request.scope) if request.scope["headers"] else {}
+    decided = check_preconditions(conditions, etag, info.created_at, request.method) if conditions else None
     if decided == 304:
-        return Response(status_code=304, headers=headers)
+        return HeadersOnly(304, [*headers, (b"accept-ranges", b"bytes")])
     if decided == 412:
         raise HttpError(412, "precondition_failed", "the object does not match If-Match / If-Unmodified-Since")
-    part = choose_slice(request.headers, info.size, etag, info.created_at)  # 416 raised here, in either mode
-    headers["Content-Disposition"] = content_disposition(info.filename, request.query_params.get("download") == "1")
+    part = choose_slice(conditions, info.size, etag, info.created_at)  # 416 raised here, in either mode
+    download = bool(request.scope["query_string"]) and request.query_params.get("download") == "1"
+    headers.append((b"content-disposition", content_disposition(info.filename, download).encode()))
     # a stored type with a control character (allowed after ';') must not reach a header
-    plain = all(" " <= char <= "~" for char in info.content_type)
-    headers["Content-Type"] = info.content_type if plain else "application/octet-stream"
+    plain = info.content_type.isascii() and info.content_type.isprintable()
+    headers.append((b"content-type", info.content_type.encode() if plain else b"application/octet-stream"))
     accel = service.config.serve.accel_redirect
     relative = blob_relative(info.hash)
     if accel is not None:  # nginx sends the file, answers the range and adds Accept-Ranges
-        del headers["Accept-Ranges"]
-        headers["X-Accel-Redirect"] = accel + relative
-        return Response(status_code=200, headers=headers)
+        headers += [(b"x-accel-redirect", (accel + relative).encode("latin-1")), (b"content-length", b"0")]
+        return HeadersOnly(200, headers)
+    headers.append((b"accept-ranges", b"bytes"))
     if part.partial:
-        headers["Content-Range"] = f"bytes {part.start}-{part.start + part.length - 1}/{info.size}"
+        headers.append((b"content-range", f"bytes {part.start}-{part.start + part.length - 1}/{info.size}".encode()))
     try:
         fd = os.open(f"{service.blobs}/{relative}", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -119,12 +137,20 @@ def blob_response(request: Request, service: Service, info: ObjectInfo, cache: s
     return BlobResponse(fd, part, headers, request.method == "HEAD", service)
 
 
+class HeadersOnly(Response):
+    """An answer with no body and headers given as raw pairs."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code, self.body, self.background = status, b"", None
+        self.raw_headers = headers
+
+
 class BlobResponse(Response):
     """A slice of an open blob file; the file is closed when the body has been sent."""
 
-    def __init__(self, fd: int, part: Slice, headers: dict[str, str], head: bool, service: Service) -> None:
-        super().__init__(status_code=206 if part.partial else 200, headers=headers)
-        self.headers["content-length"] = str(part.length)
+    def __init__(self, fd: int, part: Slice, headers: list[tuple[bytes, bytes]], head: bool, service: Service) -> None:
+        self.status_code, self.body, self.background = 206 if part.partial else 200, b"", None
+        self.raw_headers = [*headers, (b"content-length", str(part.length).encode())]
         self.fd, self.part, self.head, self.service = fd, part, head, service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

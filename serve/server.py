@@ -46,10 +46,7 @@ def run(store_root: Path, listen: str | None, workers: int | None) -> None:
     # this one turns that into exit status 0 (a stop asked for is a clean stop).
     signal.signal(signal.SIGTERM, _stopped)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    # a line per request: skip what the format does not show (the logging HOWTO, "Optimization")
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
     uvicorn.run("serve.app:create_app", factory=True, host=host, port=port, workers=count if count > 1 else None,
-                loop="uvloop", http="serve.protocol:HeadTimeoutProtocol", lifespan="on", access_log=False, proxy_headers=False,
+                loop="uvloop", http="serve.protocol:ServeProtocol", lifespan="on", access_log=False, proxy_headers=False,
                 server_header=False, timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=GRACEFUL_STOP,
                 log_level="info")

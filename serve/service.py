@@ -105,15 +105,16 @@ class Service:
             except NotFound:
                 return None
         else:
-            params = {"id": object_id}
-            try:  # on the event loop when the catalog can answer at once (SQLite; no thread hop)
-                rows = self.store.catalog.read_now(_LIVE_OBJECT, params)
-            except WouldWait:
-                if self.reader is not None:  # PostgreSQL: awaited on the loop, no thread
-                    rows = await self.reader.all(_LIVE_OBJECT, params)
-                else:
+            if self.reader is not None:  # PostgreSQL: awaited on the loop (batched), no thread
+                row = await self.reader.live_object(object_id)
+            else:
+                params = {"id": object_id}
+                try:  # on the event loop when the catalog can answer at once (SQLite; no thread hop)
+                    rows = self.store.catalog.read_now(_LIVE_OBJECT, params)
+                except WouldWait:
                     rows = await self.call(self.store.catalog.run, lambda tx: tx.all(_LIVE_OBJECT, params), False)
-            info = ObjectInfo.from_row(rows[0]) if rows else None
+                row = rows[0] if rows else None
+            info = ObjectInfo.from_row(row) if row is not None else None
         return None if info is None or _expired(info) else info
 
     async def named(self, bucket: str, name: str) -> ObjectInfo | None:

@@ -30,3 +30,17 @@ def test_read_now(store):
     assert [row["id"] for row in store.catalog.read_now(LIVE, {"id": kept.id})] == [kept.id]  # still usable
     with store.catalog.transaction() as tx:
         assert tx.value("select count(*) from objects") == 2
+
+
+def test_read_now_bounds_each_statement(store):
+    """The step bound is per statement: a short lookup run again and again (the same cached
+    statement, its step count growing past the bound) is never stopped."""
+    kept = store.put("b", io.BytesIO(b"kept"), name="kept.bin").object
+    if store.catalog.dialect == "postgres":
+        with pytest.raises(WouldWait):
+            store.catalog.read_now(LIVE, {"id": kept.id})
+        return
+    for _ in range(1000):  # ~100 steps each: 10 times the bound in all
+        assert len(store.catalog.read_now(LIVE, {"id": kept.id})) == 1
+    with pytest.raises(WouldWait):
+        store.catalog.read_now(LONG, {})

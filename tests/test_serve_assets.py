@@ -1,6 +1,7 @@
 """GET/HEAD of object bytes through a real `assetfs serve` over a socket, on both catalogs:
 headers, validators, conditional requests, ranges, large bodies, bad ids and names."""
 
+import asyncio
 import io
 import os
 import subprocess
@@ -199,3 +200,27 @@ def test_control_characters_never_reach_headers(served):
     assert "x-injected" not in response.headers
     assert response.headers["content-type"] == "application/octet-stream"
     assert "\r" not in response.headers["content-disposition"] and "%0D%0A" in response.headers["content-disposition"]
+
+
+def test_concurrent_lookups_each_get_their_object(served):
+    """Many GETs by id at once (on PostgreSQL their lookups share queries, serve/pgread.py):
+    each gets its own object's bytes, the same id asked twice in a batch answers both, and
+    trashed or unknown ids in the same batch are 404s."""
+    store, server, _ = served
+    live = [store.put("pub", io.BytesIO(f"object {n}".encode()), name=f"c/{n}.txt").object for n in range(40)]
+    trashed = store.put("pub", io.BytesIO(b"trashed"), name="c/trashed.txt").object
+    store.delete(trashed.id)
+    unknown = "01a22a41-0000-7000-8000-000000000000"
+    asked = [*(info.id for info in live), *(info.id for info in live[:10]), trashed.id, unknown] * 3
+
+    async def get_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"/assets/by-id/{object_id}") for object_id in asked))
+
+    expected = {info.id: f"object {n}".encode() for n, info in enumerate(live)}
+    for object_id, response in zip(asked, asyncio.run(get_all())):
+        if object_id in expected:
+            assert response.status_code == 200 and response.content == expected[object_id], object_id
+        else:
+            assert response.status_code == 401 and error_code(response) == "unauthorized", object_id

@@ -1,8 +1,8 @@
 """The `assetfs serve` process: clean stop on SIGTERM (one worker or several), bad options
 and configuration as one-line errors, readiness."""
 
+import io
 import os
-import signal
 import socket
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import httpx
 
 from cas.store import Store
 from conftest import run_cli
-from serving import add_config, error_code, stop_server
+from serving import add_config, stop_server
 
 
 def children_of(pid: int) -> list[int]:
@@ -86,3 +86,34 @@ def test_slow_request_heads_are_dropped(tmp_path, server_factory):
         for connection in opened:
             connection.close()
     assert httpx.get(server.url + "/healthz").status_code == 200  # others are served meanwhile
+
+
+def test_pipelined_requests_answered_in_order(store_root, server_factory):
+    """Requests sent in one packet are answered in order, each whole: a GET, a HEAD (a head
+    with no body write after it), a 304 and a GET of a body several writes long (the server
+    sends what one loop turn wrote in one go, serve/protocol.py)."""
+    add_config(store_root, "[buckets.pub]\npublic = true")
+    with Store.open(store_root) as store:
+        small = store.put("pub", io.BytesIO(b"small body"), name="s.txt").object
+        large_data = os.urandom(3 * 1024 * 1024 + 5)
+        large = store.put("pub", io.BytesIO(large_data), name="l.bin").object
+    server = server_factory(store_root)
+    port = int(server.url.rsplit(":", 1)[1])
+    requests = [f"GET /assets/by-id/{small.id} HTTP/1.1\r\nHost: t\r\n\r\n",
+                f"HEAD /assets/by-id/{small.id} HTTP/1.1\r\nHost: t\r\n\r\n",
+                f"GET /assets/by-id/{small.id} HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"{small.hash}\"\r\n\r\n",
+                f"GET /assets/by-id/{large.id} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        raw.sendall("".join(requests).encode())
+        data = b""
+        while chunk := raw.recv(1 << 20):
+            data += chunk
+    answers = []
+    for expected_body in (b"small body", b"", b"", large_data):
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = len(expected_body)
+        answers.append((head.split(b"\r\n")[0], data[:length]))
+        data = data[length:]
+    assert answers == [(b"HTTP/1.1 200 OK", b"small body"), (b"HTTP/1.1 200 OK", b""),
+                       (b"HTTP/1.1 304 Not Modified", b""), (b"HTTP/1.1 200 OK", large_data)]
+    assert data == b""

@@ -97,6 +97,23 @@ def _uri(path: Path, read_only: bool, immutable: bool = False) -> str:
     return path.absolute().as_uri() + query
 
 
+class _StepBound:
+    """read_now's progress handler: stops a statement after about `READ_NOW_STEPS` steps.
+
+    SQLite calls it every `PROGRESS_STEPS` steps counted over a statement's whole life, and
+    the statement cache reuses a statement (its count growing) across calls: a handler that
+    stopped at its first call stopped one short lookup in about a hundred. So it counts its
+    calls since `calls` was reset at the start of the statement: more than `READ_NOW_STEPS //
+    PROGRESS_STEPS` of them mean more than `READ_NOW_STEPS` steps of this statement."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls > READ_NOW_STEPS // PROGRESS_STEPS
+
+
 class SqliteCatalog(Catalog):
     """`read_only` (the read commands: docs/upgrade.md): no transaction may write, no lock
     file is made, and a user who may only read the store's files can use it (`_open`).
@@ -170,8 +187,10 @@ class SqliteCatalog(Catalog):
             connection = self._open()
             connection.execute("pragma busy_timeout = 0")
             connection.execute("pragma query_only = on")
-            connection.set_progress_handler(lambda: True, READ_NOW_STEPS)  # called once: that is too long
+            self._local.read_now_bound = _StepBound()
+            connection.set_progress_handler(self._local.read_now_bound, PROGRESS_STEPS)
             self._local.read_now = connection
+        self._local.read_now_bound.calls = 0
         try:
             return connection.execute(sql, params).fetchall()
         except sqlite3.OperationalError as error:

@@ -186,6 +186,18 @@ def load_suite(name: str) -> ModuleType:
     return module
 
 
+def project_module(name: str) -> ModuleType:
+    """A module of the project, such as `serve.service`: this folder is first on sys.path,
+    and in it `serve` is the serve suite's file."""
+    here = Path(__file__).resolve().parent
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != here]
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
+
+
 def group_record(group: Group, goals: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [
         {

@@ -16,7 +16,9 @@ Then, with a `--serve-size` object (default 1 GiB), timed with common.measure (m
 - Upload with `curl -T` to `POST /v1/buckets/…/objects` vs `assetfs put` of the same file, each
   into a store where the content is new (the previous run's object is purged first, untimed).
   Goal ≥ 0.8× put.
-Not measured: 200 concurrent uploads (tests/test_serve_upload_memory.py checks the memory bound).
+
+Last, `--serve-uploads` uploads of `--serve-upload-size` at once (default 200 of 10 MB) with
+the server's peak RSS (serve_uploads.py).
 """
 
 import argparse
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import serve_uploads
 
 OBJECT_SIZE = 4096
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -46,6 +49,10 @@ def add_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--serve-workers", type=int, default=1, metavar="N", help="assetfs serve workers (default: 1)")
     group.add_argument("--serve-size", type=common.parse_size, default=1 << 30, metavar="SIZE",
                        help="size of the object downloaded and uploaded, e.g. 64M (default: 1G)")
+    group.add_argument("--serve-uploads", type=int, default=200, metavar="N",
+                       help="concurrent uploads whose server memory is measured (default: 200)")
+    group.add_argument("--serve-upload-size", type=common.parse_size, default=10_000_000, metavar="SIZE",
+                       help="size of each concurrent upload (default: 10 MB)")
 
 
 def _free_port() -> int:
@@ -200,7 +207,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for label in labels[shift:] + labels[:shift]:
                 results[label].append(_wrk(urls[label], args.serve_duration))
                 print(f"  {label}: {results[label][-1][0]:.0f} req/s, p99 {results[label][-1][1]:.2f} ms", file=sys.stderr)
+        load = os.getloadavg()
         large = _large_groups(args, work, nginx, ports)
+        token = _assetfs("--store", str(work / "direct"), "token", "create", "--bucket", "bench", "--write").strip()
+        uploads = serve_uploads.measure(f"http://127.0.0.1:{ports['direct']}/v1/buckets/bench/objects", token,
+                                        servers[0].pid, args.serve_uploads, args.serve_upload_size)
     finally:
         pid_file = folder / "nginx.pid"
         if pid_file.exists():
@@ -220,7 +231,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return {"parameters": {"object_bytes": OBJECT_SIZE, "connections": 64, "wrk_threads": 2,
                            "seconds_per_run": args.serve_duration, "repeat": args.repeat,
-                           "assetfs_workers": args.serve_workers, "nginx_workers": 1, "large_bytes": args.serve_size},
+                           "assetfs_workers": args.serve_workers, "nginx_workers": 1, "large_bytes": args.serve_size,
+                           "uploads": args.serve_uploads, "upload_bytes": args.serve_upload_size},
             "groups": [{"title": f"GET of a {OBJECT_SIZE}-byte object, wrk -c64 (medians of {args.repeat})",
                         "table": {"header": header, "rows": rows}, "goals": goals,
-                        "notes": ["every server one worker process; wrk runs on the same 2-CPU machine"]}, *large]}
+                        "notes": ["every server one worker process; wrk runs on the same 2-CPU machine",
+                                  f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} after the wrk runs"]},
+                       *large, uploads]}
