@@ -34,6 +34,9 @@ from cas.faults import crash_point
 
 CHUNK = 4 * 1024 * 1024
 STAGE_CHUNK = 1024 * 1024  # staging copies in smaller chunks (measured: 2 and 4 MiB copy slower)
+WRITE_PIECE = 256 * 1024  # the most one write(2) of staging writes: measured on ext4 (kernel
+# 6.18, a 2-CPU VM), writes of 1 MiB or more, which the page cache serves with large folios,
+# copied 512 MiB in 0.8-1.8 s in most runs, the same in 256 KiB writes in 0.25-0.32 s
 WRITEBACK_STEP = 8 * 1024 * 1024  # staging starts the writeback of what it wrote this often, one
 # step behind where it writes (docs/concurrency.md, "Put"; measured: every chunk is slower)
 PREFIX_SIZE = 64 * 1024  # compared with a stored blob before hashing a whole file against it
@@ -87,9 +90,10 @@ def _fill(source: BinaryIO, buffer: memoryview) -> memoryview:
 
 
 def _write_all(fd: int, chunk: memoryview) -> None:
+    """Write `chunk` in pieces of at most WRITE_PIECE bytes."""
     written = 0
     while written < len(chunk):
-        written += os.write(fd, chunk[written:])
+        written += os.write(fd, chunk[written:written + WRITE_PIECE])
 
 
 _buffers = threading.local()
