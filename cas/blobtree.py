@@ -33,8 +33,8 @@ from cas.errors import StoreError
 from cas.faults import crash_point
 
 CHUNK = 4 * 1024 * 1024
-STAGE_CHUNK = 1024 * 1024  # staging copies in smaller chunks (measured: 2 and 4 MiB copy slower)
-WRITE_PIECE = 256 * 1024  # the most one write(2) of staging writes: measured on ext4 (kernel
+STAGE_CHUNK = 1024 * 1024  # staging reads and hashes this much at a time
+WRITE_PIECE = 256 * 1024  # the most one write(2) of a staged copy writes: measured on ext4 (kernel
 # 6.18, a 2-CPU VM), writes of 1 MiB or more, which the page cache serves with large folios,
 # copied 512 MiB in 0.8-1.8 s in most runs, the same in 256 KiB writes in 0.25-0.32 s
 WRITEBACK_STEP = 8 * 1024 * 1024  # staging starts the writeback of what it wrote this often, one
@@ -96,6 +96,37 @@ def _write_all(fd: int, chunk: memoryview) -> None:
         written += os.write(fd, chunk[written:written + WRITE_PIECE])
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write all of `data` at `offset`, in pieces of at most WRITE_PIECE bytes (the mount's
+    staged copies: FUSE brings writes of up to 1 MiB); returns its length."""
+    view = memoryview(data)
+    written = 0
+    while written < len(view):
+        count = os.pwrite(fd, view[written:written + WRITE_PIECE], offset + written)
+        if count == 0:
+            raise OSError(errno.EIO, "short write to the staged file")
+        written += count
+    return written
+
+
+class EarlyWriteback:
+    """Starts the writeback of a staged file as it grows: whenever its end passed two
+    WRITEBACK_STEPs beyond what was started, the writeback of all but the last step is
+    started (`syscalls.start_writeback`). The disk then writes while the copy goes on, and
+    the fsync that makes the file durable finds little left; that fsync, not this, is what
+    makes it durable (docs/concurrency.md, "Put")."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.started = 0  # the writeback of bytes [0, started) was started
+
+    def grew_to(self, end: int) -> None:
+        if end - self.started >= 2 * WRITEBACK_STEP:
+            SyncTrace.record("writeback", self.fd)
+            syscalls.start_writeback(self.fd, self.started, end - WRITEBACK_STEP - self.started)
+            self.started = end - WRITEBACK_STEP
+
+
 _buffers = threading.local()
 
 
@@ -112,10 +143,7 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
 
     Past one chunk (STAGE_CHUNK), the hash of chunk n runs in a second thread while chunk n+1
     is read and written; two buffers take turns, and a buffer is refilled only once its hash
-    is done. Every WRITEBACK_STEP bytes, the writeback of the step before the last one is
-    started (`syscalls.start_writeback`), so the disk writes while the rest is copied and the
-    fsync that makes the staged file durable (`make_durable`) finds little left to write; that
-    fsync, not this, is what makes it durable (docs/concurrency.md, "Put").
+    is done. The writeback of what was written starts as it goes (`EarlyWriteback`).
     """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     buffers = [buffer[:STAGE_CHUNK] for buffer in _thread_buffers()]
@@ -125,7 +153,8 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
         hasher.update(chunk)
         _write_all(fd, chunk)
         return len(chunk), hasher.hexdigest(), head
-    size = written_back = 0
+    size = 0
+    writeback = EarlyWriteback(fd)
     hashed: list[Future | None] = [None, None]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
         for turn in itertools.count():
@@ -139,10 +168,7 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
             hashed[slot] = hashing.submit(hasher.update, chunk)
             _write_all(fd, chunk)
             size += len(chunk)
-            if size - written_back >= 2 * WRITEBACK_STEP:
-                SyncTrace.record("writeback", fd)
-                syscalls.start_writeback(fd, written_back, size - WRITEBACK_STEP - written_back)
-                written_back = size - WRITEBACK_STEP
+            writeback.grew_to(size)
         for pending in hashed:
             if pending is not None:
                 pending.result()
