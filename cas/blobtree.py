@@ -35,8 +35,8 @@ from cas.faults import crash_point
 CHUNK = 4 * 1024 * 1024
 STAGE_CHUNK = 1024 * 1024  # staging reads and hashes this much at a time
 WRITE_PIECE = 256 * 1024  # the most one write(2) of a staged copy writes: measured on ext4 (kernel
-# 6.18, a 2-CPU VM), writes of 1 MiB or more, which the page cache serves with large folios,
-# copied 512 MiB in 0.8-1.8 s in most runs, the same in 256 KiB writes in 0.25-0.32 s
+# 6.18, a 2-CPU VM), 512 MiB in writes of 1 MiB took 0.8-1.8 s in most runs, in 256 KiB writes
+# 0.25-0.32 s (probably the large page-cache folios ext4 gives large writes)
 WRITEBACK_STEP = 8 * 1024 * 1024  # staging starts the writeback of what it wrote this often, one
 # step behind where it writes (docs/concurrency.md, "Put"; measured: every chunk is slower)
 PREFIX_SIZE = 64 * 1024  # compared with a stored blob before hashing a whole file against it
