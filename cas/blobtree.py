@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import blake3
 
-from cas import faults, sparse, syscalls
+from cas import faults, signalmask, sparse, syscalls
 from cas.errors import StoreError
 from cas.faults import crash_point
 
@@ -127,6 +127,16 @@ class EarlyWriteback:
             self.started = end - WRITEBACK_STEP
 
 
+@contextmanager
+def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
+    """One worker thread for the hash, started at once with SIGINT and SIGTERM blocked, so
+    that they go to the main thread (cas/signalmask.py)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+        with signalmask.held():
+            hashing.submit(int).result()  # starts the thread, which inherits the mask
+        yield hashing
+
+
 _buffers = threading.local()
 
 
@@ -156,7 +166,7 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     size = 0
     writeback = EarlyWriteback(fd)
     hashed: list[Future | None] = [None, None]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+    with _hashing_thread() as hashing:
         for turn in itertools.count():
             slot = turn % 2
             if turn:
@@ -187,7 +197,7 @@ def _hash_file(fd: int, size: int) -> str:
     buffers = _thread_buffers()
     hashed: list[Future | None] = [None, None]
     offset = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+    with _hashing_thread() as hashing:
         for turn in itertools.count():
             if offset >= size:
                 break
@@ -362,9 +372,15 @@ class BlobTree:
     def _new_staged(self) -> Iterator[tuple[int, Path]]:
         """A new staging file in tmp/ (its fd and path), closed at the end; on any failure
         also removed, an OSError becoming the store's "staging failed"."""
-        fd, name = _mkstemp(self.tmp)
+        previous = signalmask.hold()  # a SIGTERM before the removal below is armed would leak the file
+        try:
+            fd, name = _mkstemp(self.tmp)
+        except BaseException:
+            signalmask.restore(previous)
+            raise
         path = Path(name)
         try:
+            signalmask.restore(previous)  # a SIGTERM that came meanwhile is raised here
             yield fd, path
         except BaseException as error:
             os.close(fd)

@@ -5,8 +5,9 @@ only say `text/plain` or `application/octet-stream`; there the filename's extens
 better witness (`.css`, `.js`, `.json`, `.csv` are all "text" to libmagic).
 
 Loading libmagic costs a command tens of milliseconds (python-magic runs `ldconfig -p` to
-find it and reads its database three times), so it is loaded on first use, and a put of a
-large file starts loading it in a thread (`load_in_background`) while the data is copied.
+find it and reads its database three times), so it is loaded on first use, and a put that
+will detect a content type starts loading it in a thread (`load_in_background`) while its
+data is copied.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import mimetypes
 import threading
 from typing import TYPE_CHECKING
+
+from cas import signalmask
 
 if TYPE_CHECKING:
     import magic
@@ -50,10 +53,11 @@ def load_in_background() -> None:
     def load() -> None:
         try:
             _mime_detector()
-        except Exception:  # e.g. libmagic missing: detect_content_type raises it, typed, when called
+        except Exception:  # e.g. libmagic missing: detect_content_type raises it when called
             pass
 
-    threading.Thread(target=load, name="assetfs-magic", daemon=True).start()
+    with signalmask.held():  # the main thread takes SIGTERM, not this one (cas/signalmask.py)
+        threading.Thread(target=load, name="assetfs-magic", daemon=True).start()
 
 
 def detect_content_type(head: bytes, filename: str) -> str:
