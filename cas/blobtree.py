@@ -12,8 +12,6 @@ Nothing here touches the catalog. The caller decides when these steps run (docs/
 blobs are installed and removed only under the blob lock.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import itertools
@@ -30,12 +28,17 @@ from typing import BinaryIO
 
 import blake3
 
-from cas import faults, sparse
+from cas import faults, signalmask, sparse, syscalls
 from cas.errors import StoreError
 from cas.faults import crash_point
 
 CHUNK = 4 * 1024 * 1024
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+STAGE_CHUNK = 1024 * 1024  # staging reads and hashes this much at a time
+WRITE_PIECE = 256 * 1024  # the most one write(2) of a staged copy writes: measured on ext4 (kernel
+# 6.18, a 2-CPU VM), 512 MiB in writes of 1 MiB took 0.8-1.8 s in most runs, in 256 KiB writes
+# 0.25-0.32 s (probably the large page-cache folios ext4 gives large writes)
+WRITEBACK_STEP = 8 * 1024 * 1024  # staging starts the writeback of what it wrote this often, one
+# step behind where it writes (docs/concurrency.md, "Put"; measured: every chunk is slower)
 PREFIX_SIZE = 64 * 1024  # compared with a stored blob before hashing a whole file against it
 HEAD_SIZE = 8192  # bytes kept for content-type sniffing
 BLOB_MODE = 0o444
@@ -87,9 +90,51 @@ def _fill(source: BinaryIO, buffer: memoryview) -> memoryview:
 
 
 def _write_all(fd: int, chunk: memoryview) -> None:
+    """Write `chunk` in pieces of at most WRITE_PIECE bytes."""
     written = 0
     while written < len(chunk):
-        written += os.write(fd, chunk[written:])
+        written += os.write(fd, chunk[written:written + WRITE_PIECE])
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write all of `data` at `offset`, in pieces of at most WRITE_PIECE bytes (the mount's
+    staged copies: FUSE brings writes of up to 1 MiB); returns its length."""
+    view = memoryview(data)
+    written = 0
+    while written < len(view):
+        count = os.pwrite(fd, view[written:written + WRITE_PIECE], offset + written)
+        if count == 0:
+            raise OSError(errno.EIO, "short write to the staged file")
+        written += count
+    return written
+
+
+class EarlyWriteback:
+    """Starts the writeback of a staged file as it grows: whenever its end passed two
+    WRITEBACK_STEPs beyond what was started, the writeback of all but the last step is
+    started (`syscalls.start_writeback`). The disk then writes while the copy goes on, and
+    the fsync that makes the file durable finds little left; that fsync, not this, is what
+    makes it durable (docs/concurrency.md, "Put")."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.started = 0  # the writeback of bytes [0, started) was started
+
+    def grew_to(self, end: int) -> None:
+        if end - self.started >= 2 * WRITEBACK_STEP:
+            SyncTrace.record("writeback", self.fd)
+            syscalls.start_writeback(self.fd, self.started, end - WRITEBACK_STEP - self.started)
+            self.started = end - WRITEBACK_STEP
+
+
+@contextmanager
+def _hashing_thread() -> Iterator[ThreadPoolExecutor]:
+    """One worker thread for the hash, started at once with SIGINT and SIGTERM blocked, so
+    that they go to the main thread (cas/signalmask.py)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+        with signalmask.held():
+            hashing.submit(int).result()  # starts the thread, which inherits the mask
+        yield hashing
 
 
 _buffers = threading.local()
@@ -106,20 +151,22 @@ def _thread_buffers() -> list[memoryview]:
 def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
     """Copy `source` into `fd` and hash it: (size, hash, first bytes).
 
-    Past one chunk, the hash of chunk n runs in a second thread while chunk n+1 is read and
-    written; two buffers take turns, and a buffer is refilled only once its hash is done.
+    Past one chunk (STAGE_CHUNK), the hash of chunk n runs in a second thread while chunk n+1
+    is read and written; two buffers take turns, and a buffer is refilled only once its hash
+    is done. The writeback of what was written starts as it goes (`EarlyWriteback`).
     """
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buffers = _thread_buffers()
+    buffers = [buffer[:STAGE_CHUNK] for buffer in _thread_buffers()]
     chunk = _fill(source, buffers[0])
     head = bytes(chunk[:HEAD_SIZE])
-    if len(chunk) < CHUNK:  # all of it fits in one chunk: nothing to overlap
+    if len(chunk) < STAGE_CHUNK:  # all of it fits in one chunk: nothing to overlap
         hasher.update(chunk)
         _write_all(fd, chunk)
         return len(chunk), hasher.hexdigest(), head
     size = 0
+    writeback = EarlyWriteback(fd)
     hashed: list[Future | None] = [None, None]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+    with _hashing_thread() as hashing:
         for turn in itertools.count():
             slot = turn % 2
             if turn:
@@ -131,6 +178,7 @@ def _copy_hashing(source: BinaryIO, fd: int) -> tuple[int, str, bytes]:
             hashed[slot] = hashing.submit(hasher.update, chunk)
             _write_all(fd, chunk)
             size += len(chunk)
+            writeback.grew_to(size)
         for pending in hashed:
             if pending is not None:
                 pending.result()
@@ -149,7 +197,7 @@ def _hash_file(fd: int, size: int) -> str:
     buffers = _thread_buffers()
     hashed: list[Future | None] = [None, None]
     offset = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="assetfs-hash") as hashing:
+    with _hashing_thread() as hashing:
         for turn in itertools.count():
             if offset >= size:
                 break
@@ -175,7 +223,8 @@ def _hash_file(fd: int, size: int) -> str:
 
 class SyncTrace:
     """What the store flushed, for the tests that check durability by its syncs:
-    ("fsync", inode) or ("syncfs", device), in order. Off (None) unless a test sets it."""
+    ("fsync", inode) or ("syncfs", device), in order, and ("writeback", inode) where staging
+    started a file's writeback early. Off (None) unless a test sets it."""
 
     calls: list[tuple[str, int]] | None = None
 
@@ -192,9 +241,7 @@ def _syncfs(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         SyncTrace.record("syncfs", fd)
-        if _libc.syncfs(fd) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, os.strerror(error))
+        syscalls.syncfs(fd)
     finally:
         os.close(fd)
 
@@ -325,9 +372,15 @@ class BlobTree:
     def _new_staged(self) -> Iterator[tuple[int, Path]]:
         """A new staging file in tmp/ (its fd and path), closed at the end; on any failure
         also removed, an OSError becoming the store's "staging failed"."""
-        fd, name = _mkstemp(self.tmp)
+        previous = signalmask.hold()  # a SIGTERM before the removal below is armed would leak the file
+        try:
+            fd, name = _mkstemp(self.tmp)
+        except BaseException:
+            signalmask.restore(previous)
+            raise
         path = Path(name)
         try:
+            signalmask.restore(previous)  # a SIGTERM that came meanwhile is raised here
             yield fd, path
         except BaseException as error:
             os.close(fd)

@@ -1,7 +1,7 @@
 """Object ids: time-ordered UUIDs (version 7), so new rows land at the end of indexes."""
 
+import os
 import re
-import secrets
 import threading
 import time
 import uuid
@@ -14,6 +14,12 @@ _lock = threading.Lock()
 _last: tuple[int, int] = (0, 0)  # (milliseconds, 74-bit sequence) of the last id made here
 
 
+def _random_bits(count: int) -> int:
+    """`count` random bits from the OS (what `secrets.randbits` gives, without importing
+    `secrets`, whose hmac and hashlib every command would pay for)."""
+    return int.from_bytes(os.urandom((count + 7) // 8), "big") >> (-count % 8)
+
+
 def new_object_id() -> str:
     """A UUIDv7: 48 bits of Unix milliseconds, then 74 bits that start random each millisecond
     and count up within it (RFC 9562, method 2), so ids made here are strictly increasing."""
@@ -22,11 +28,11 @@ def new_object_id() -> str:
         millis = time.time_ns() // 1_000_000
         last_millis, last_sequence = _last
         if millis > last_millis:
-            sequence = secrets.randbits(73)  # top bit clear: room to count up
+            sequence = _random_bits(73)  # top bit clear: room to count up
         else:
             millis, sequence = last_millis, last_sequence + 1
             if sequence >= 2**74:
-                millis, sequence = millis + 1, secrets.randbits(73)
+                millis, sequence = millis + 1, _random_bits(73)
         _last = (millis, sequence)
     value = (millis & (2**48 - 1)) << 80
     value |= 0x7 << 76

@@ -26,7 +26,7 @@ from cas.catalog.base import Row
 from cas.catalog.migrate import check_version, current_version, migrate
 from cas.catalog.schema import SCHEMA_VERSION
 from cas.config import CONFIG_NAME, DEFAULT_SCHEMA, Config, check_schema_name, load_config, render_config
-from cas.content_type import detect_content_type
+from cas.content_type import detect_content_type, load_in_background
 from cas.durability import syncfs_trusted
 from cas.errors import BadInput, NotFound, StoreError, TooLarge
 from cas.faults import crash_point
@@ -379,6 +379,8 @@ class Store:
             expires_at=None if expires_at is None else check_expiry(expires_at, time.time()),
             owner=owner or names.Owner.current(),
         )
+        if settings.content_type is None:
+            load_in_background()  # libmagic loads while the first file is copied
         results: list[PutResult] = []
 
         def commit(batch: list[_Prepared]) -> None:

@@ -18,7 +18,6 @@ The id is written tree first, catalog second, each only where it is missing:
 """
 
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def catalog_is_empty(tx: Transaction) -> bool:
 def _staged_id(root: Path, store_id: str) -> Path:
     """A durable file holding `store_id` under a staging name in tmp/, to be put in place whole
     (never seen half-written)."""
-    staging = root / "tmp" / f"stage-store-id-{secrets.token_hex(4)}"
+    staging = root / "tmp" / f"stage-store-id-{os.urandom(4).hex()}"
     privacy.create_file(staging, privacy.file_mode(root), f"{store_id}\n".encode())
     fsync_path(staging)
     return staging
@@ -122,7 +121,7 @@ def check(root: Path, catalog: Catalog, write: bool = True) -> str | None:
             f"{tree}: load the store's catalog into it with 'assetfs load' (docs/backup.md), or set "
             f"database_url to the store's catalog; nothing was changed")
     if tree is None:
-        _write_tree_id(root, secrets.token_hex(ID_LENGTH // 2))
+        _write_tree_id(root, os.urandom(ID_LENGTH // 2).hex())  # what secrets.token_hex gives
         tree = read_tree_id(root)
     _insert_catalog_id(catalog, tree)
     known = catalog.run(catalog_id, write=False)

@@ -12,6 +12,9 @@ commits it in the background through `Store.put_staged_many` (installed as a blo
 on a dedup hit; the node then refers to the new object and the old one is touched). Until
 then its fd stays open and serves reads, and a new write copies from it. Writes that arrive in order are hashed as they come
 (`fusefs.hashing`), so the commit of a file written front to back does not read it again.
+Writes go to the staged copy in pieces of at most 256 KiB, and its writeback is started as it
+grows (`blobtree.pwrite_all`, `blobtree.EarlyWriteback`, as a put's staging does), so the
+fsync of its commit, or of the writer's fsync(), finds little left to write.
 
 A per-node trio lock orders the steps: a close never runs while a write is between its
 copy and its pwrite, and fds are never closed under a running pread.
@@ -30,7 +33,7 @@ from pathlib import Path
 import trio
 
 from cas import sparse
-from cas.blobtree import FICLONE, new_staging_file
+from cas.blobtree import FICLONE, EarlyWriteback, new_staging_file, pwrite_all
 from cas.store import Store
 from cas.writeback import Outcome
 from fusefs.hashing import SequentialHash
@@ -85,6 +88,7 @@ class NodeContent:
         self._blob_fd: int | None = None
         self._staged_fd: int | None = None
         self._staged_path: Path | None = None
+        self._writeback: EarlyWriteback | None = None  # of the staged copy, started as it grows
         self._hash = SequentialHash(broken=True)  # of the staged copy, while written in order
 
     def knows(self, version: str | None) -> bool:
@@ -120,7 +124,7 @@ class NodeContent:
         self._check_size(offset + len(data))
         async with self.lock:
             fd = await self._stage(copy=True)
-            written = await trio.to_thread.run_sync(_pwrite_hashing, fd, data, offset, self._hash)
+            written = await trio.to_thread.run_sync(_pwrite_hashing, fd, data, offset, self._hash, self._writeback)
             self.size = max(self.size, offset + written)
             self.mtime = self.changed_at = time.time()
             return written
@@ -137,6 +141,7 @@ class NodeContent:
     def start_empty(self, fd: int, path: Path | None) -> None:
         """A new file (create): its staged copy is this empty file, made with the node."""
         self._staged_fd, self._staged_path = fd, path
+        self._writeback = EarlyWriteback(fd)
         self._hash = SequentialHash()
         self.size = 0
 
@@ -170,6 +175,7 @@ class NodeContent:
             return fd, path
 
         self._staged_fd, self._staged_path = await trio.to_thread.run_sync(make)
+        self._writeback = EarlyWriteback(self._staged_fd)
         return self._staged_fd
 
     # closing and committing ----------------------------------------------------------------
@@ -183,7 +189,7 @@ class NodeContent:
             pending = await writebehind.submit(self._staged_fd, self._staged_path, self.node, self.bucket, self.mtime,
                                                self.version, size, lambda: hashing.hex_digest(size), self._committed)
             self.closed.append(ClosedVersion(self._staged_fd, size, pending))
-            self._staged_fd = self._staged_path = None
+            self._staged_fd = self._staged_path = self._writeback = None
             self.past_versions.add(self.version)
             self.version = pending.closed.version
 
@@ -226,26 +232,18 @@ class NodeContent:
         self.closed.clear()
         if self._staged_fd is not None:
             os.close(self._staged_fd)
-            self._staged_fd = None
+            self._staged_fd = self._writeback = None
         if self._staged_path is not None:
             self._staged_path.unlink(missing_ok=True)
             self._staged_path = None
 
 
-def _pwrite_hashing(fd: int, data: bytes, offset: int, hashing: SequentialHash) -> int:
-    written = _pwrite_all(fd, data, offset)
+def _pwrite_hashing(fd: int, data: bytes, offset: int, hashing: SequentialHash,
+                    writeback: EarlyWriteback | None) -> int:
+    written = pwrite_all(fd, data, offset)
     hashing.wrote(offset, data)
-    return written
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
-    view = memoryview(data)
-    written = 0
-    while written < len(view):
-        count = os.pwrite(fd, view[written:], offset + written)
-        if count == 0:
-            raise OSError(errno.EIO, "short write to the staged file")
-        written += count
+    if writeback is not None:
+        writeback.grew_to(offset + written)
     return written
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from cas.blobtree import WRITEBACK_STEP
 from cas.store import Store
 from conftest import run_cli
 from fusefs.hashing import SequentialHash
@@ -66,7 +67,7 @@ def test_sequential_hash_is_the_content_hash_only_when_writes_came_in_order() ->
 def test_objects_written_in_any_order_have_their_contents_hash(mounted: Mount, tmp_path: Path) -> None:
     folder = mounted.path / "photos"
     folder.mkdir()
-    data = os.urandom(8 * MIB + 5)
+    data = os.urandom(3 * WRITEBACK_STEP + 5)  # its writeback is started as it is written
     source = tmp_path / "source.bin"
     source.write_bytes(data)
     expected: dict[str, bytes] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from cas.blobtree import STAGE_CHUNK, WRITEBACK_STEP, SyncTrace
 from cas.errors import BadInput
 from cas.names import LET_GO
 from cas.store import Store
@@ -88,7 +89,7 @@ def test_put_from_stream(store: Store) -> None:
 
 
 def test_put_larger_than_one_chunk(store: Store) -> None:
-    """Content spanning several 4 MiB staging chunks hashes and reads back exactly."""
+    """Content spanning several staging chunks hashes and reads back exactly."""
     data = os.urandom(9 * 1024 * 1024 + 123)
 
     info = put(store, "big", io.BytesIO(data)).object
@@ -96,6 +97,52 @@ def test_put_larger_than_one_chunk(store: Store) -> None:
     assert info.size == len(data)
     assert info.hash == b3(data)
     assert read(store, info.id) == data
+
+
+@pytest.mark.parametrize("size", [STAGE_CHUNK - 1, STAGE_CHUNK, STAGE_CHUNK + 1, 2 * WRITEBACK_STEP,
+                                  3 * WRITEBACK_STEP + STAGE_CHUNK // 2 + 7])
+def test_put_sizes_around_the_staging_steps(store: Store, tmp_path: Path, size: int) -> None:
+    """A file a byte either side of a chunk, or past a few writeback steps, is stored whole
+    and hashed right, from a path and from a stream."""
+    data = os.urandom(size)
+    source = tmp_path / "sized.bin"
+    source.write_bytes(data)
+
+    from_path = put(store, "sized", source).object
+    from_stream = put(store, "streamed", io.BytesIO(data)).object
+
+    for info in (from_path, from_stream):
+        assert (info.size, info.hash) == (size, b3(data))
+        assert read(store, info.id) == data
+
+
+def test_staging_a_large_file_starts_its_writeback_before_the_fsync(store: Store) -> None:
+    """Issue 9, point 8: staging a large file starts the writeback of what it wrote as it
+    goes, so the disk writes during the copy; the fsync that makes the put durable still
+    comes after, before the commit."""
+    data = os.urandom(4 * WRITEBACK_STEP + 5)
+    SyncTrace.calls = []
+    try:
+        info = put(store, "big", io.BytesIO(data)).object
+        calls = list(SyncTrace.calls)
+    finally:
+        SyncTrace.calls = None
+
+    blob = store.tree.blob_path(info.hash).stat().st_ino
+    writebacks = [index for index, call in enumerate(calls) if call == ("writeback", blob)]
+    assert len(writebacks) >= 2, calls
+    assert ("fsync", blob) in calls[writebacks[-1]:], "the staged file must be fsynced after its writeback started"
+    assert read(store, info.id) == data
+
+
+def test_staging_a_small_file_starts_no_writeback(store: Store) -> None:
+    """Files that fit in a batch's flush are left to it (one syncfs for many)."""
+    SyncTrace.calls = []
+    try:
+        put(store, "small", io.BytesIO(os.urandom(WRITEBACK_STEP)))
+        assert [call for call in SyncTrace.calls if call[0] == "writeback"] == []
+    finally:
+        SyncTrace.calls = None
 
 
 def test_put_empty_content(store: Store, tmp_path: Path) -> None:

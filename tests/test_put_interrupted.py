@@ -6,9 +6,12 @@ through mmap) and stores nothing. A put ended by SIGTERM removes its staging fil
 stay in tmp/ for the orphan grace) and exits with 143 after one line; so does a get, which
 leaves no partial file."""
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -119,3 +122,47 @@ def test_sigterm_during_a_get_removes_its_partial_file(store_root: Path, tmp_pat
         marker.unlink(missing_ok=True)
     assert_error(result, 128 + signal.SIGTERM)
     assert list(out.iterdir()) == []
+
+
+def _blocked_signals(thread: threading.Thread) -> set[int]:
+    """The signals `thread` blocks, from /proc (SigBlk: a hex mask, bit n-1 for signal n)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+class _WatchingSource(io.RawIOBase):
+    """A stream of random bytes that, while it is read, records the helper threads alive and
+    the signals each blocks."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.seen: dict[str, set[int]] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and thread.native_id is not None and thread.is_alive():
+                with contextlib.suppress(FileNotFoundError, StopIteration):  # ended meanwhile
+                    self.seen[thread.name] = _blocked_signals(thread)
+        count = min(len(buffer), self.left, 1 << 20)
+        buffer[:count] = os.urandom(count)
+        self.left -= count
+        return count
+
+
+def test_helper_threads_of_a_put_leave_sigterm_and_sigint_to_the_main_thread(store: Store) -> None:
+    """Issue 9, point 8: a put hashes in a second thread and loads libmagic in a third. A
+    SIGTERM the kernel gave one of them would not interrupt the main thread's read from a
+    pipe, and `assetfs put -` waited forever (1 in 8-25 tries); both block it and SIGINT."""
+    source = _WatchingSource(24 * 1024 * 1024)
+
+    store.put("photos", source, name="watched.bin")
+
+    helpers = {name: blocked for name, blocked in source.seen.items() if name.startswith("assetfs-")}
+    assert any(name.startswith("assetfs-hash") for name in helpers), source.seen
+    for name, blocked in helpers.items():
+        assert {signal.SIGTERM, signal.SIGINT} <= blocked, f"{name} takes SIGTERM or SIGINT"
+    assert not {signal.SIGTERM, signal.SIGINT} & _blocked_signals(threading.main_thread())

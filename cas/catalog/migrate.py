@@ -9,7 +9,6 @@ once: the second finds nothing left to do). The plan is plain SQL: `--dry-run` p
 """
 
 import time
-from importlib import metadata
 from typing import TYPE_CHECKING
 
 from cas.catalog.schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
@@ -20,6 +19,8 @@ if TYPE_CHECKING:
 
 
 def assetfs_version() -> str:
+    from importlib import metadata  # imported here: every command opens a store, few need this
+
     try:
         return metadata.version("assetfs")
     except metadata.PackageNotFoundError:  # run from a checkout that was not installed

@@ -61,6 +61,7 @@ class Group:
     contenders: list[Contender]
     baselines: list[str]  # labels of the contenders every row is compared with
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    loads: list[float] = field(default_factory=list)  # the 1-minute load average before each run
 
     def median(self, label: str) -> float:
         return statistics.median(self.seconds[label])
@@ -70,6 +71,12 @@ class Group:
 
     def mb_per_s(self, label: str) -> float:
         return self.nbytes / self.median(label) / MB
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
 
 
 def parse_size(text: str) -> int:
@@ -151,6 +158,7 @@ def measure(group: Group, repeat: int, sources: list[Path], cold: bool) -> None:
     """
     contenders = group.contenders
     group.seconds = {contender.label: [] for contender in contenders}
+    group.loads = []
     print(group.title, file=sys.stderr)
     for round_number in range(repeat):
         shift = round_number % len(contenders)
@@ -161,10 +169,11 @@ def measure(group: Group, repeat: int, sources: list[Path], cold: bool) -> None:
             else:
                 os.sync()
                 read_files(sources)
+            group.loads.append(os.getloadavg()[0])
             seconds = _timed_run(contender)
             contender.teardown()
             group.seconds[contender.label].append(seconds)
-            print(f"  {contender.label}: {seconds:.3f} s", file=sys.stderr)
+            print(f"  {contender.label}: {seconds:.3f} s (load {group.loads[-1]:.2f})", file=sys.stderr)
 
 
 def goal(text: str, value: float, minimum: float, unit: str) -> dict[str, Any]:
@@ -210,7 +219,11 @@ def group_record(group: Group, goals: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for contender in group.contenders
     ]
-    return {"title": group.title, "bytes": group.nbytes, "baselines": group.baselines, "rows": rows, "goals": goals}
+    record = {"title": group.title, "bytes": group.nbytes, "baselines": group.baselines, "rows": rows, "goals": goals}
+    if group.loads:  # other work on the machine slows every contender, not always alike
+        record["load_average"] = {"min": round(min(group.loads), 2), "median": round(statistics.median(group.loads), 2),
+                                  "max": round(max(group.loads), 2)}
+    return record
 
 
 def load_average() -> list[float]:
@@ -259,6 +272,10 @@ def format_result(suite: str, result: dict[str, Any]) -> str:
         # a group is either contenders timed by `measure` (rows), or a suite's own table
         table = _cells(group["table"]) if "table" in group else _table(group)
         lines += ["", group["title"], *table, *(f"  {note}" for note in group.get("notes", []))]
+        if "load_average" in group:
+            load = group["load_average"]
+            lines.append(f"  load average during the runs: median {load['median']:.2f} "
+                         f"(min {load['min']:.2f}, max {load['max']:.2f}; {host['nproc']} CPUs)")
         for check in group["goals"]:
             verdict = "MET" if check["met"] else "NOT MET"
             lines.append(f"  goal: {check['goal']}: {verdict} ({check['value']} {check['unit']})")

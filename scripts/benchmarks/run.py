@@ -25,12 +25,6 @@ SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
@@ -38,23 +32,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--suite", action="append", choices=sorted(SUITES),
                         help="suite to run; repeatable (default: every suite)")
-    parser.add_argument("--repeat", type=positive_int, default=5, metavar="N",
+    parser.add_argument("--repeat", type=common.positive_int, default=5, metavar="N",
                         help="timed runs of each contender; the median is reported (default: 5)")
     parser.add_argument("--cold", action="store_true",
                         help="drop the page cache before each timed run (needs root); "
                              "by default the sources are read into it first")
-    put_options = parser.add_argument_group("put suite")
-    put_options.add_argument("--size", type=common.parse_size, default=1 << 30,
-                             help="size of the big file, e.g. 64M (default: 1G = 1 GiB)")
-    put_options.add_argument("--files", type=positive_int, default=10_000, metavar="N",
-                             help="number of 4 KiB files (default: 10000)")
+    put.add_options(parser.add_argument_group("put suite"))
     mount_options = parser.add_argument_group(
         "mount suite (native folder, bindfs, the pyfuse3 floor, assetfs mount; needs root)")
     mount_options.add_argument("--mount-size", type=common.parse_size, default=1 << 30, metavar="SIZE",
                                help="size of the file read and copied, e.g. 64M (default: 1G = 1 GiB)")
-    mount_options.add_argument("--mount-files", type=positive_int, default=2_000, metavar="N",
+    mount_options.add_argument("--mount-files", type=common.positive_int, default=2_000, metavar="N",
                                help="number of 4 KiB files copied (cp -r, rsync -a) and stat'ed (default: 2000)")
-    mount_options.add_argument("--mount-objects", type=positive_int, default=100_000, metavar="N",
+    mount_options.add_argument("--mount-objects", type=common.positive_int, default=100_000, metavar="N",
                                help="objects in the bucket listed with ls -l (default: 100000)")
     common.load_suite("gc").add_options(parser.add_argument_group("gc suite"))
     common.load_suite("serve").add_options(parser.add_argument_group("serve suite (wrk against nginx and assetfs serve)"))

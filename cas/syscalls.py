@@ -1,0 +1,33 @@
+"""The Linux calls the store needs that Python's `os` module lacks: syncfs(2) and
+sync_file_range(2), called through libc with ctypes.
+
+libc is taken from the process itself (`dlopen(NULL)`), not looked up by name:
+`ctypes.util.find_library` runs `ldconfig -p` in a subprocess, which costs every command a
+fork and an exec before it does anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syncfs.argtypes = [ctypes.c_int]
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range's dirty pages, wait for none
+
+
+def syncfs(fd: int) -> None:
+    """Flush everything of the filesystem that holds the open file `fd`."""
+    if _libc.syncfs(fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing the dirty pages of `length` bytes of `fd` from `offset` to the disk, and
+    return without waiting for them. It promises nothing about durability (only fsync does);
+    what it buys is that a later fsync finds the data written already. Best effort: a
+    filesystem that refuses it (EINVAL, ENOSYS, ESPIPE) is left to its own writeback."""
+    _libc.sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
