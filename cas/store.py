@@ -685,9 +685,11 @@ class Store:
 
         def read(tx: Transaction) -> ObjectInfo:
             row = tx.one("select * from objects where id = :id", {"id": object_id})
-            if row is None or (row["deleted_at"] is not None) != deleted:
-                where = "in the trash" if deleted else "in the store"
-                raise NotFound(f"no object {object_id} {where}")
+            if row is not None and (row["deleted_at"] is not None) != deleted:
+                raise NotFound(f"object {object_id} is not in the trash: it is live" if deleted else
+                               f"object {object_id} is in the trash; 'assetfs restore {object_id}' brings it back")
+            if row is None:
+                raise NotFound(f"no object {object_id} {'in the trash' if deleted else 'in the store'}")
             return ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
 
         return self.catalog.run(read, write=False)

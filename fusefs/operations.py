@@ -69,7 +69,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, store: Store, writebehind: WriteBehind, read_only: bool = False) -> None:
         super().__init__()
         self.store = store
-        self.view = StoreView(store, mount_id=writebehind.journal.mount_id)
+        self.view = StoreView(store, mount_id=writebehind.journal.mount_id if writebehind.journal else None)
         self.read_only = read_only
         self.inodes = InodeTable()
         self.writebehind = writebehind
