@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cas import ahead, names, privacy, reserve, storeid, superseded
+from cas import ahead, names, privacy, readers, reserve, storeid, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
 from cas.catalog.base import Row
@@ -582,6 +582,8 @@ class Store:
             content_types = {index: detect_content_type(writes[index].staged.head, plan.filename)
                              for index, plan in plans.items()}
             pending = self.tree.pending_sync()  # shared by retries: what one attempt wrote is flushed too
+            # a read-only mount (not in `mounts`) may have a superseded version open: none is freed
+            reading = any(write.supersedes for write in writes) and readers.present(self.root, self.catalog)
 
             def commit(tx: Transaction) -> list[PutResult | None]:
                 results: list[PutResult | None] = [None] * len(writes)
@@ -605,7 +607,8 @@ class Store:
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
                                               content_types[index], {}, None, plan.filename, owner, pending)
                     own = None if place.kind != "node" or result.object.id == node["object_id"] else \
-                        superseded.own_version(tx, self.config, node, write.version, write.supersedes, now)
+                        superseded.own_version(tx, self.config, node, write.version,
+                                               None if reading else write.supersedes, now)
                     results[index] = place.bind(tx, write, result, self.config.bucket(plan.bucket).grace, now)
                     if own is not None and (gone := superseded.free(tx, own)) is not None:
                         freed.append(gone)
@@ -693,6 +696,27 @@ class Store:
             return ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
 
         return self.catalog.run(read, write=False)
+
+    def keep_handed_out(self, infos: list[ObjectInfo]) -> set[str]:
+        """Before a view hands these objects' ids to a user (the mount: `user.assetfs.id`, a
+        `.by-id` listing), touch those a writer's commit could still free at once, so that none
+        is: the id may be copied into an application (cas/superseded.py). Returns the ids of
+        those freed before the touch got to them, which are not to be handed out. A read-only
+        store touches nothing (its writers see its mounts: cas/readers.py)."""
+        candidates = [info.id for info in infos if superseded.may_be_freed(self.config, info, time.time())]
+        if self.read_only or not candidates:
+            return set()
+
+        def touch(tx: Transaction) -> set[str]:
+            now = time.time()
+            for object_id in candidates:
+                _touch(tx, object_id, now)
+            found = tx.all("select id from objects where id in (" + ", ".join(
+                f":id{index}" for index in range(len(candidates))) + ")",
+                {f"id{index}": object_id for index, object_id in enumerate(candidates)})
+            return set(candidates) - {str(row["id"]) for row in found}
+
+        return self.catalog.run(touch)
 
     def open_object(self, object_id: str) -> BinaryIO:
         """A read-only file of a live object's content (the classmethod `open` opens a store)."""

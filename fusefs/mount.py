@@ -26,7 +26,7 @@ import pyfuse3
 import trio
 
 from casgc.runner import Collector
-from cas import privacy
+from cas import privacy, readers
 from cas.errors import BadInput, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
@@ -211,7 +211,11 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
     try:
         with Store.open(store_root, read_only=options.read_only) as store:
             if options.read_only:  # writes nothing: no row, no liveness lock, no journal (docs/upgrade.md)
-                _serve(store, None, store_root, mountpoint, options, ready, sink)
+                reader = readers.hold(store.root, store.catalog)  # writers free no version it may show (cas/readers.py)
+                try:
+                    _serve(store, None, store_root, mountpoint, options, ready, sink)
+                finally:
+                    reader.release()
                 return
             live = LiveMount.register(store)  # before anything else: from here on no one recovers it
             try:
