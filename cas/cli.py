@@ -99,7 +99,7 @@ def migrate(context: Context, dry_run: bool) -> None:
     from cas.catalog.schema import SCHEMA_VERSION
     from cas.layout import migrate_aliases
 
-    with Store.open(context.existing_store(), check_schema=False) as store:
+    with Store.open(context.existing_store(), read_only=dry_run, check_schema=False) as store:  # --dry-run reads
         current, statements = migrate_catalog(store.catalog, dry_run=dry_run)
         where = store.catalog.describe()
         layout = None
@@ -663,12 +663,13 @@ def dump(context: Context, output: str | None, pause_sweep: str, resume_sweep: s
     """Write the catalog as JSON lines, from one snapshot, while the store keeps running."""
     from cas import dump as dumping, sweeppause
 
-    with context.open() as store:
+    pause_for = 0.0 if pause_sweep.strip() == "0" else parse_duration(pause_sweep, "--pause-sweep")
+    # without a pause the dump only reads (a read-only role, a read-only filesystem: docs/upgrade.md)
+    with context.open(read_only=resume_sweep is None and not pause_for) as store:
         if resume_sweep is not None:
             pause = sweeppause.end(store.catalog, resume_sweep)
             click.echo(f"sweep pause {pause.id} ended; the collector unlinks blobs again")
             return
-        pause_for = 0.0 if pause_sweep.strip() == "0" else parse_duration(pause_sweep, "--pause-sweep")
         if output is None:
             header = dumping.dump(store, sys.stdout.write, pause_for)
             sys.stdout.flush()
