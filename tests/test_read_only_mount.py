@@ -42,6 +42,12 @@ def test_a_read_only_mount_writes_nothing(store_root: Path, database_url: str | 
             with pytest.raises(OSError) as refused:
                 (mount.path / "photos" / "b.txt").write_bytes(b"new")
             assert refused.value.errno == 30  # EROFS
+            for path in (mount.path, mount.path / "photos" / "a.txt"):  # nothing to make durable: at once
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         finally:
             code = stop_mount(mount)
         log = mount.log_text()
