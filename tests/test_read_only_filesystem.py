@@ -85,3 +85,23 @@ def test_a_sqlite_store_whose_writer_left_its_wal_can_be_read(tmp_path: Path) ->
         assert (root / "catalog.db-wal").stat().st_size > 0 and (root / "catalog.db-shm").exists()
         with read_only(folder):
             check_reads(root, object_id, tmp_path)
+
+
+def test_a_wal_without_its_shm_on_a_read_only_filesystem_is_one_line(tmp_path: Path) -> None:
+    """SQLite cannot read the commits in a -wal without its -shm, nor make one there: said in
+    one line (exit 1), with what to do, and nothing is read from the database alone."""
+    with small_tmpfs(tmp_path / "fs", "64m") as folder:
+        root = folder / "store"
+        Store.init(root)[0].close()
+        writer = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root)], capture_output=True, timeout=60)
+        assert writer.returncode == -signal.SIGKILL, writer.stderr.decode()
+        (root / "catalog.db-shm").unlink()  # a copy that left it out
+        with read_only(folder):
+            before = tree_state(root)
+            for args in (["ls"], ["dump", "--pause-sweep", "0"]):
+                result = run_cli(root, *args, check=1)
+                line = result.stderr.decode()
+                assert line.count("\n") == 1 and "catalog.db-shm" in line and "owner" in line, line
+                assert result.stdout == b""
+            assert tree_state(root) == before
+
