@@ -2,9 +2,10 @@
 
 `/assets/by-id/<id>?expires=<unix seconds>&signature=<hex>`, the signature an HMAC-SHA256
 of the id and the expiry under the server's secret. The secret is 32 random bytes in
-`<store>/serve-secret`, mode 0600 (readable by the store's owner only); every server and
-`assetfs url` on the store share it. Deleting the file (and restarting the servers)
-invalidates every link handed out.
+`<store>/serve-secret`, mode 0600 (readable by the store's owner only), made by `assetfs init`
+(or a server's start); every server and `assetfs url`, which only reads it, on the store
+share it. Deleting the file (then `assetfs init`, and restarting the servers) invalidates
+every link handed out.
 """
 
 import hashlib
