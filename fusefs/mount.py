@@ -124,6 +124,9 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     foreground to stderr; `pid_file` gets the daemon's pid once the mount is ready (for a
     logrotate `postrotate` that sends SIGHUP) and is removed when it ends; an existing file
     there is refused unless it is a stale pid file (fusefs/pidfile.py)."""
+    if options.read_only and options.gc:
+        raise BadInput("a read-only mount writes nothing, so it cannot run the collector: drop --gc (gc), or run "
+                       "'assetfs gc --watch' where the store may be written")
     path = check_mountpoint(mountpoint, options.clear_stale)
     store_root = Path(os.path.abspath(store_root))
     if log_file is None and not foreground:

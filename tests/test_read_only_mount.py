@@ -17,7 +17,8 @@ import pytest
 
 from conftest import ASSETFS, run_cli
 from helpers import READER_IN_GROUP, group_store, read_only_role
-from mounting import start_mount, stop_mount
+from fusefs.mount import mounted_at
+from mounting import start_mount, stop_mount, unmount
 from namespace import private_namespace
 from test_service_user import fuse_device_for_users, open_python_to_users
 from test_upgrade import tree_state
@@ -87,3 +88,18 @@ def test_a_reader_of_a_sqlite_store_mounts_it_read_only(open_folder: Path, tmp_p
     text = log.read_text()
     assert "Traceback" not in text and " ERROR " not in text, text
     assert tree_state(root) == before
+
+
+def test_a_read_only_mount_runs_no_collector(store_root: Path, tmp_path: Path) -> None:
+    """--read-only with --gc (or -o ro,gc) is refused in one line: the collector writes."""
+    (tmp_path / "mnt").mkdir()
+    before = tree_state(store_root)
+    try:
+        result = run_cli(store_root, "mount", "--read-only", "--gc", str(tmp_path / "mnt"), check=None)
+        mounted = mounted_at(tmp_path / "mnt")
+    finally:
+        unmount(tmp_path / "mnt")  # what an accepted one would have left
+    line = result.stderr.decode()
+    assert result.returncode == 2 and line.count("\n") == 1 and "collector" in line, line
+    assert mounted is None and tree_state(store_root) == before
+
