@@ -8,15 +8,12 @@ the store on it, remounts it `ro`, and unmounts it afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from cas.store import Store
 from conftest import run_cli
