@@ -129,12 +129,19 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
                        "'assetfs gc --watch' where the store may be written")
     path = check_mountpoint(mountpoint, options.clear_stale)
     store_root = Path(os.path.abspath(store_root))
-    if log_file is None and not foreground:
+    in_store = log_file is None and not foreground
+    if in_store:
         log_file = store_root / LOG_NAME
     pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
     pidfile.check(pid_path)  # before the log file is created: a refused mount leaves nothing
     sink = LogFile(log_file, privacy.file_mode(store_root))
-    sink.check()
+    try:
+        sink.check()
+    except BadInput as error:
+        if not in_store:
+            raise
+        raise BadInput(f"{error}; a user who may only read the store mounts it with --log-file FILE "
+                       "(-o log=FILE) or --foreground") from None
     if foreground:
         sink.attach()
         configure_logging()

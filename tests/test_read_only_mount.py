@@ -63,6 +63,10 @@ def test_a_reader_of_a_sqlite_store_mounts_it_read_only(open_folder: Path, tmp_p
     mountpoint, log = open_folder / "mnt", open_folder / "mount.log"
     mountpoint.mkdir()
     os.chown(mountpoint, 65534, 65534)  # nobody's: fusermount3 mounts only on a folder its user may write
+    default_log = subprocess.run([*READER_IN_GROUP, ASSETFS, "--store", str(root), "mount", "--read-only",
+                                  str(mountpoint)], capture_output=True, timeout=60, cwd="/")
+    said = default_log.stderr.decode()  # it may not write <store>/mount.log: says what to give instead
+    assert default_log.returncode == 2 and said.count("\n") == 1 and "--log-file" in said, said
     with private_namespace() as namespace:
         fuse_device_for_users(namespace, tmp_path)
         open_python_to_users(namespace, tmp_path)
