@@ -78,9 +78,12 @@ def cli(ctx: click.Context, store_option: str | None) -> None:
 @pass_context
 def init(context: Context, database_url: str | None, database_schema: str | None, group: str | None) -> None:
     """Create a store and its catalog's schema (does nothing if they are there already)."""
+    from serve import signing
+
     store, created = Store.init(context.store_path, database_url=database_url, group=group,
                                 database_schema=database_schema)
     with store:
+        signing.load_secret(store.root)  # made here: `assetfs url`, a read command, only reads it
         what = "created" if created else "already a store:"
         click.echo(f"{what} {store.root} (catalog: {store.catalog.describe()})")
 
@@ -96,7 +99,7 @@ def migrate(context: Context, dry_run: bool) -> None:
     from cas.catalog.schema import SCHEMA_VERSION
     from cas.layout import migrate_aliases
 
-    with Store.open(context.existing_store(), check_schema=False) as store:
+    with Store.open(context.existing_store(), read_only=dry_run, check_schema=False) as store:  # --dry-run reads
         current, statements = migrate_catalog(store.catalog, dry_run=dry_run)
         where = store.catalog.describe()
         layout = None
@@ -596,6 +599,14 @@ def main() -> None:
 # the FUSE view (fusefs/) ---------------------------------------------------------------------
 
 
+def _folder(path: str, what: str) -> Path:
+    """A folder given on the command line; an empty one (`"$UNSET"`) is refused rather than
+    taken for the current folder."""
+    if not path.strip():
+        raise BadInput(f"the {what} is empty: give a folder")
+    return Path(path)
+
+
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (Ctrl-C unmounts).")
@@ -617,9 +628,10 @@ def mount(context: Context, mountpoint: str, foreground: bool, read_only: bool, 
     from fusefs.mount import mount as mount_store
 
     options = MountOptions(read_only=read_only, allow_other=allow_other, gc=run_gc, clear_stale=clear_stale)
+    where = _folder(mountpoint, "mountpoint")
     store_path = context.existing_store()
     Store.open(store_path, read_only=True).close()  # a catalog of another schema version: its own exit code
-    pid = mount_store(store_path, Path(mountpoint), options, foreground=foreground,
+    pid = mount_store(store_path, where, options, foreground=foreground,
                       log_file=Path(log_file) if log_file else None, pid_file=Path(pid_file) if pid_file else None)
     if pid is not None:
         click.echo(f"mounted {store_path} at {mountpoint} (daemon pid {pid}); "
@@ -632,7 +644,7 @@ def umount(mountpoint: str) -> None:
     """Unmount an assetfs mount (also one whose daemon died)."""
     from fusefs.mount import umount as umount_store
 
-    umount_store(Path(mountpoint))
+    umount_store(_folder(mountpoint, "mountpoint"))
 
 
 # backups and moves (docs/backup.md) ------------------------------------------------------
@@ -651,12 +663,13 @@ def dump(context: Context, output: str | None, pause_sweep: str, resume_sweep: s
     """Write the catalog as JSON lines, from one snapshot, while the store keeps running."""
     from cas import dump as dumping, sweeppause
 
-    with context.open() as store:
+    pause_for = 0.0 if pause_sweep.strip() == "0" else parse_duration(pause_sweep, "--pause-sweep")
+    # without a pause the dump only reads (a read-only role, a read-only filesystem: docs/upgrade.md)
+    with context.open(read_only=resume_sweep is None and not pause_for) as store:
         if resume_sweep is not None:
             pause = sweeppause.end(store.catalog, resume_sweep)
             click.echo(f"sweep pause {pause.id} ended; the collector unlinks blobs again")
             return
-        pause_for = 0.0 if pause_sweep.strip() == "0" else parse_duration(pause_sweep, "--pause-sweep")
         if output is None:
             header = dumping.dump(store, sys.stdout.write, pause_for)
             sys.stdout.flush()
@@ -709,7 +722,7 @@ def gc_command(context: Context, dry_run: bool, as_json: bool, watch: bool, inte
     from casgc.console import collect
 
     seconds = parse_duration(interval, "--interval") if interval is not None else None
-    with context.open() as store:
+    with context.open(read_only=dry_run) as store:  # a dry run writes nothing (docs/upgrade.md)
         raise SystemExit(collect(store, dry_run, as_json, seconds, watch))
 
 
@@ -831,9 +844,9 @@ def url(context: Context, object_id: str, expires_in: str, base_url: str | None)
     lifetime = parse_duration(expires_in, "--expires-in")
     if lifetime <= 0:
         raise BadInput("--expires-in must be longer than 0s")
-    with context.open() as store:
+    with context.open(read_only=True) as store:  # writes nothing: a reader may sign (docs/upgrade.md)
         info = store.get(object_id)
-        secret = signing.load_secret(store.root)
+        secret = signing.load_secret(store.root, create=False)
         base = (base_url or store.config.serve.base_url or "").rstrip("/")
     click.echo(base + signing.signed_path(secret, info.id, int(time.time() + lifetime)))
 

@@ -86,15 +86,23 @@ def choose_store(option: str | None) -> StoreChoice:
     """The store a command works on: `--store`, then ASSETFS_STORE, then the system
     configuration, then the system default (this module's docstring)."""
     config_file = system_config_file()
-    if option:
-        return StoreChoice(Path(option).absolute(), OPTION, config_file)
+    if option is not None:
+        return StoreChoice(_given(option, "--store"), OPTION, config_file)
     environment = os.environ.get("ASSETFS_STORE")
-    if environment:
-        return StoreChoice(Path(environment).absolute(), ENVIRONMENT, config_file)
+    if environment is not None:
+        return StoreChoice(_given(environment, "ASSETFS_STORE"), ENVIRONMENT, config_file)
     named = read_system_config(config_file)
     if named is not None:
         return StoreChoice(named, SYSTEM, config_file)
     return StoreChoice(SYSTEM_DEFAULT, DEFAULT, config_file)
+
+
+def _given(path: str, where: str) -> Path:
+    """A store path given as `where`. An empty one (`--store "$UNSET"`) is refused rather
+    than taken for the current folder or for "not given", which would act on another store."""
+    if not path.strip():
+        raise BadInput(f"{where} is empty: give the store's folder (or leave {where} out)")
+    return Path(path).absolute()
 
 
 def check_store(choice: StoreChoice) -> Path:

@@ -6,11 +6,13 @@ writes and the blob lock are described in docs/concurrency.md, which this module
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,10 +21,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cas import ahead, names, privacy, reserve, storeid, superseded
+from cas import ahead, names, privacy, readers, reserve, storeid, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
-from cas.catalog.base import Row
+from cas.catalog.base import Row, first_line
 from cas.catalog.migrate import check_version, current_version, migrate
 from cas.catalog.schema import SCHEMA_VERSION
 from cas.config import CONFIG_NAME, DEFAULT_SCHEMA, Config, check_schema_name, load_config, render_config
@@ -162,6 +164,42 @@ def _refuse_catalog_of_another_store(root: Path, catalog: Catalog) -> None:
             f"uses its shared folder (mount the shared filesystem at {root}) rather than a new one")
 
 
+INIT_ROOM = 1024 * 1024  # bytes `init` wants free: the catalog's first pages and its WAL (its reserve
+# for a full disk is made only when there is room for it too: cas/reserve.py)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_room(root: Path) -> None:
+    """Refuse `init` before anything is made when its filesystem has no room for a store."""
+    need = INIT_ROOM
+    try:
+        free = reserve.free_bytes(_existing_parent(root))
+    except OSError:
+        return  # making the folder says what is wrong
+    if free < need:
+        raise StoreError(f"cannot create the store at {root}: only {format_size(free)} free on its filesystem, it needs "
+                         f"{format_size(need)}; nothing was made", errno.ENOSPC)
+
+
+def _undo_init(root: Path, created: bool, before: set[str]) -> None:
+    """Remove what a failed `init` made: the folder it created, or what it added to one."""
+    with suppress(OSError):
+        if created:
+            shutil.rmtree(root)
+            return
+        for name in set(os.listdir(root)) - before:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def _too_large(bucket: str, max_size: int) -> TooLarge:
     return TooLarge(f"larger than bucket {bucket}'s max_size ({format_size(max_size)}); nothing was stored")
 
@@ -272,14 +310,30 @@ class Store:
         if root.is_dir() and any(entry.name not in STORE_PARTS for entry in root.iterdir()):
             raise BadInput(f"{root} is not empty and is not an assetfs store; choose an empty or new folder")
         created = not root.exists()
-        schema = database_schema or DEFAULT_SCHEMA
+        before = set() if created else set(os.listdir(root))
+        _check_room(root)
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            privacy.make_root(root, gid)
-            files, folders = privacy.file_mode(root), privacy.dir_mode(root)
-            if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
-                privacy.create_file(root / "catalog.db", files)
-            catalog = open_catalog(root, database_url, schema=schema)
+            return cls._create(root, database_url, database_schema or DEFAULT_SCHEMA, gid), True
+        except BaseException as error:
+            _undo_init(root, created, before)  # nothing half-made stays: `init` can be run again
+            if not isinstance(error, (OSError, sqlite3.Error)):
+                raise
+            room = format_size(reserve.free_bytes(_existing_parent(root)))
+            why = error.strerror if isinstance(error, OSError) else first_line(error)
+            raise StoreError(f"cannot create the store at {root}: {why} ({room} free there); nothing was left "
+                             "behind", getattr(error, "errno", None)) from None
+
+    @classmethod
+    def _create(cls, root: Path, database_url: str | None, schema: str, gid: int | None) -> "Store":
+        """`init` of a new store in `root` (absent, or empty but for parts of a store)."""
+        root.mkdir(parents=True, exist_ok=True)
+        privacy.make_root(root, gid)
+        files, folders = privacy.file_mode(root), privacy.dir_mode(root)
+        if not database_url:  # SQLite makes its -wal and -shm files with the database's mode
+            privacy.create_file(root / "catalog.db", files)
+        catalog = open_catalog(root, database_url, schema=schema)
+        try:
+            crash_point("init:catalog")
             if current_version(catalog) == SCHEMA_VERSION:
                 _refuse_catalog_of_another_store(root, catalog)
             tree = BlobTree(root)
@@ -287,26 +341,14 @@ class Store:
             for folder in (tree.blobs, tree.objects, tree.tmp):
                 os.chmod(folder, folders)
             privacy.create_file(root / CONFIG_NAME, files, render_config(database_url, schema).encode())
-        except OSError as error:
-            raise StoreError(f"cannot create the store at {root}: {error.strerror}") from None
-        except storeid.WrongStore:
-            if created:
-                shutil.rmtree(root, ignore_errors=True)  # nothing of anyone's is in a folder made just now
-            raise
-        store = cls(root, load_config(root), catalog)
-        try:
+            store = cls(root, load_config(root), catalog)
             store.create_schema()
             storeid.check(root, catalog)
-        except storeid.WrongStore:
-            store.close()
-            if created:
-                shutil.rmtree(root, ignore_errors=True)  # nothing of anyone's is in a folder made just now
-            raise
         except BaseException:
-            store.close()
+            catalog.close()
             raise
         store._keep_reserve()
-        return store, True
+        return store
 
     def create_schema(self) -> None:
         """`init`, `load`: a catalog without tables gets the whole schema (unless an older assetfs
@@ -584,6 +626,8 @@ class Store:
             content_types = {index: detect_content_type(writes[index].staged.head, plan.filename)
                              for index, plan in plans.items()}
             pending = self.tree.pending_sync()  # shared by retries: what one attempt wrote is flushed too
+            # a read-only mount (not in `mounts`) may have a superseded version open: none is freed
+            reading = any(write.supersedes for write in writes) and readers.present(self.root, self.catalog)
 
             def commit(tx: Transaction) -> list[PutResult | None]:
                 results: list[PutResult | None] = [None] * len(writes)
@@ -607,7 +651,8 @@ class Store:
                     result = self._commit_put(tx, plan.bucket, write.staged, plan.object_id, None,
                                               content_types[index], {}, None, plan.filename, owner, pending)
                     own = None if place.kind != "node" or result.object.id == node["object_id"] else \
-                        superseded.own_version(tx, self.config, node, write.version, write.supersedes, now)
+                        superseded.own_version(tx, self.config, node, write.version,
+                                               None if reading else write.supersedes, now)
                     results[index] = place.bind(tx, write, result, self.config.bucket(plan.bucket).grace, now)
                     if own is not None and (gone := superseded.free(tx, own)) is not None:
                         freed.append(gone)
@@ -687,12 +732,35 @@ class Store:
 
         def read(tx: Transaction) -> ObjectInfo:
             row = tx.one("select * from objects where id = :id", {"id": object_id})
-            if row is None or (row["deleted_at"] is not None) != deleted:
-                where = "in the trash" if deleted else "in the store"
-                raise NotFound(f"no object {object_id} {where}")
+            if row is not None and (row["deleted_at"] is not None) != deleted:
+                raise NotFound(f"object {object_id} is not in the trash: it is live" if deleted else
+                               f"object {object_id} is in the trash; 'assetfs restore {object_id}' brings it back")
+            if row is None:
+                raise NotFound(f"no object {object_id} {'in the trash' if deleted else 'in the store'}")
             return ObjectInfo.from_row(row, names.names_of(tx, [object_id])[object_id])
 
         return self.catalog.run(read, write=False)
+
+    def keep_handed_out(self, infos: list[ObjectInfo]) -> set[str]:
+        """Before a view hands these objects' ids to a user (the mount: `user.assetfs.id`, a
+        `.by-id` listing), touch those a writer's commit could still free at once, so that none
+        is: the id may be copied into an application (cas/superseded.py). Returns the ids of
+        those freed before the touch got to them, which are not to be handed out. A read-only
+        store touches nothing (its writers see its mounts: cas/readers.py)."""
+        candidates = [info.id for info in infos if superseded.may_be_freed(self.config, info, time.time())]
+        if self.read_only or not candidates:
+            return set()
+
+        def touch(tx: Transaction) -> set[str]:
+            now = time.time()
+            for object_id in candidates:
+                _touch(tx, object_id, now)
+            found = tx.all("select id from objects where id in (" + ", ".join(
+                f":id{index}" for index in range(len(candidates))) + ")",
+                {f"id{index}": object_id for index, object_id in enumerate(candidates)})
+            return set(candidates) - {str(row["id"]) for row in found}
+
+        return self.catalog.run(touch)
 
     def open_object(self, object_id: str) -> BinaryIO:
         """A read-only file of a live object's content (the classmethod `open` opens a store)."""

@@ -11,10 +11,12 @@ nothing else can need it (docs/concurrency.md, "Superseded versions"):
   object, `StagedWrite.supersedes`: never one it deduplicated onto) and the node still refers
   to it at the writer's own version;
 - it was created less than `free_superseded` ago and not touched since (a put that
-  deduplicates onto an object touches it: its caller holds the id);
+  deduplicates onto an object touches it: its caller holds the id; so does a mount that shows
+  its id to a user, in `user.assetfs.id` or a `.by-id` listing: `Store.keep_handed_out`);
 - no other name, no hold, no bucket rules (the bucket has none: rules may see ids this code
-  cannot), and no other mount is running (another mount's open handle could still read it;
-  handles in the writer's own mount read its newer staged copy or an open fd);
+  cannot), and no other mount is running, read-only ones included (another mount's open
+  handle could still read it, and it may have shown the id; handles in the writer's own mount
+  read its newer staged copy or an open fd; cas/readers.py);
 - its blob lock is free (a put deduplicating onto it waits for nothing and is not raced).
 
 Anything else goes to the trash as before (`names._let_go`, docs/concurrency.md, "A name let go").
@@ -29,6 +31,7 @@ from cas.blobtree import BlobTree
 from cas.catalog import Catalog, Transaction
 from cas.catalog.base import Row
 from cas.config import Config
+from cas.model import ObjectInfo
 
 log = logging.getLogger("assetfs.store")
 
@@ -75,6 +78,14 @@ def own_version(tx: Transaction, config: Config, node: Row, version: str, supers
     if not tx.try_lock_blob(row["hash"]):  # a put deduplicating onto it holds it
         return None
     return row
+
+
+def may_be_freed(config: Config, info: ObjectInfo, now: float) -> bool:
+    """Whether a commit could still free `info` at once (`own_version`'s checks that need no
+    transaction): created within its bucket's window and untouched since. A view touches such
+    an object before it hands its id to a user (`Store.keep_handed_out`)."""
+    window = config.bucket(info.bucket).free_superseded
+    return window > 0 and info.touched_at == info.created_at and info.created_at >= now - window
 
 
 def free(tx: Transaction, row: Row) -> Freed | None:

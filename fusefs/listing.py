@@ -111,9 +111,11 @@ def _small(items: list[Item], after: str, limit: int) -> list[tuple[Item, Cursor
 def _objects(view: StoreView, bucket: str, trashed: bool, after: str, limit: int) -> list[tuple[Item, Cursor]]:
     if limit <= 0:
         return []
+    infos = view.objects(bucket, trashed, after, limit)
+    gone = set() if trashed else view.store.keep_handed_out(infos)  # the ids go to the user (cas/superseded.py)
     return [
         (Item(info.id, IdDir(bucket, info.id), id_dir_attr(info, view.owner)), (IDS, info.id))
-        for info in view.objects(bucket, trashed, after, limit)
+        for info in infos if info.id not in gone
     ]
 
 

@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from casgc.runner import Collector
-from cas import privacy
+from cas import privacy, readers
 from cas.errors import BadInput, MountBusy, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
@@ -130,14 +130,24 @@ def mount(store_root: Path, mountpoint: Path, options: MountOptions, foreground:
     foreground to stderr; `pid_file` gets the daemon's pid once the mount is ready (for a
     logrotate `postrotate` that sends SIGHUP) and is removed when it ends; an existing file
     there is refused unless it is a stale pid file (fusefs/pidfile.py)."""
+    if options.read_only and options.gc:
+        raise BadInput("a read-only mount writes nothing, so it cannot run the collector: drop --gc (gc), or run "
+                       "'assetfs gc --watch' where the store may be written")
     path = check_mountpoint(mountpoint, options.clear_stale)
     store_root = Path(os.path.abspath(store_root))
-    if log_file is None and not foreground:
+    in_store = log_file is None and not foreground
+    if in_store:
         log_file = store_root / LOG_NAME
     pid_path = Path(os.path.abspath(pid_file)) if pid_file is not None else None
     pidfile.check(pid_path)  # before the log file is created: a refused mount leaves nothing
     sink = LogFile(log_file, privacy.file_mode(store_root))
-    sink.check()
+    try:
+        sink.check()
+    except BadInput as error:
+        if not in_store:
+            raise
+        raise BadInput(f"{error}; a user who may only read the store mounts it with --log-file FILE "
+                       "(-o log=FILE) or --foreground") from None
     if foreground:
         sink.attach()
         configure_logging()
@@ -213,11 +223,19 @@ def serve(store_root: Path, mountpoint: Path, options: MountOptions, ready: Call
           sink: LogFile | None = None, pid_file: Path | None = None) -> None:
     """Mount, call `ready`, serve until unmounted or signalled, then unmount and clean up."""
     _fault_from_environment()
+    sink = sink or LogFile(None, 0)
     try:
-        with Store.open(store_root) as store:
+        with Store.open(store_root, read_only=options.read_only) as store:
+            if options.read_only:  # writes nothing: no row, no liveness lock, no journal (docs/upgrade.md)
+                reader = readers.hold(store.root, store.catalog)  # writers free no version it may show (cas/readers.py)
+                try:
+                    _serve(store, None, store_root, mountpoint, options, ready, sink)
+                finally:
+                    reader.release()
+                return
             live = LiveMount.register(store)  # before anything else: from here on no one recovers it
             try:
-                _serve(store, live, store_root, mountpoint, options, ready, sink or LogFile(None, 0))
+                _serve(store, live, store_root, mountpoint, options, ready, sink)
             finally:
                 live.end(forget=not _journal_left(store, live))
     finally:
@@ -230,9 +248,11 @@ def _journal_left(store: Store, live: LiveMount) -> bool:
     return (store.tree.tmp / f"{JOURNAL_PREFIX}{live.id}").exists()
 
 
-def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, options: MountOptions,
+def _serve(store: Store, live: LiveMount | None, store_root: Path, mountpoint: Path, options: MountOptions,
            ready: Callable[[], None], sink: LogFile) -> None:
-    if not options.read_only:
+    """`live` is None for a read-only mount, which has nothing to recover or journal and
+    checks no name let go (it lets none go)."""
+    if live is not None:
         committed, failed = recover_all(store)
         if committed or failed:
             log.info("committed %d files closed in a mount that ended (%d failed)", committed, failed)
@@ -242,17 +262,18 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
     if options.allow_other:
         fuse_options.add("allow_other")
     fuse_options |= options.kernel
-    writebehind = WriteBehind(store, Journal.start(store.tree.tmp, live.id))
+    writebehind = WriteBehind(store, Journal.start(store.tree.tmp, live.id) if live is not None else None)
     operations = Operations(store, writebehind, read_only=options.read_only)
-    let_go = LetGo(store)
+    let_go = LetGo(store) if live is not None else None
     try:
-        if not options.read_only:
+        if live is not None:
             dropped = operations.view.drop_unlinked_nodes()
             if dropped:
                 log.info("deleted %d nodes without a name left by an earlier mount", dropped)
         pyfuse3.init(operations, str(mountpoint), fuse_options)
     except BaseException as error:
-        writebehind.journal.close()
+        if writebehind.journal is not None:
+            writebehind.journal.close()
         if isinstance(error, RuntimeError):
             raise StoreError(f"cannot mount at {mountpoint}: {error}") from None
         raise
@@ -267,20 +288,22 @@ def _serve(store: Store, live: LiveMount, store_root: Path, mountpoint: Path, op
             collector.stop()
         pyfuse3.close(unmount=True)
         operations.close()
-        let_go.check()
+        if let_go is not None:
+            let_go.check()
         log.info("unmounted %s", mountpoint)
 
 
 async def _main(store_root: Path, mountpoint: Path, ready: Callable[[], None], operations: Operations,
-                live: LiveMount, let_go: LetGo, sink: LogFile) -> None:
+                live: LiveMount | None, let_go: LetGo | None, sink: LogFile) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(_on_signals, sink)
         # Logged once SIGHUP is received here: a logrotate that reacts to this line finds
         # the daemon ready to reopen its log.
-        log.info("mounted %s at %s", store_root, mountpoint)
-        nursery.start_soon(_heartbeat, live)
-        nursery.start_soon(operations.writebehind.run)
-        nursery.start_soon(let_go.run)
+        log.info("mounted %s at %s%s", store_root, mountpoint, "" if live is not None else " read-only")
+        if live is not None and let_go is not None:
+            nursery.start_soon(_heartbeat, live)
+            nursery.start_soon(operations.writebehind.run)
+            nursery.start_soon(let_go.run)
         nursery.start_soon(operations.contents.run)
         nursery.start_soon(_when_serving, mountpoint, ready)
         await pyfuse3.main()
@@ -328,8 +351,8 @@ async def _on_signals(sink: LogFile, task_status=trio.TASK_STATUS_IGNORED) -> No
 
 def umount(mountpoint: Path) -> None:
     """Unmount the assetfs mount at `mountpoint`, live or stale (its daemon died). Anything
-    else mounted there is refused (BadInput, exit code 2) and left alone: `fusermount3 -u`,
-    run as root, would unmount any filesystem."""
+    else mounted there is refused (BadInput, exit code 2) and left alone: root may unmount
+    any filesystem."""
     path = Path(os.path.abspath(mountpoint))
     _check_assetfs_mount(path)
     _commit_closed_files(path)

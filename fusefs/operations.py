@@ -37,7 +37,8 @@ from fusefs.inodes import (BucketDir, ByIdDir, IdDir, InodeTable, Key, NamedNode
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
 from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, node_attr
-from fusefs.xattrs import USER as USER_PREFIX, is_computed, lookup_name, named_xattrs, object_xattrs, user_name
+from fusefs.xattrs import (PREFIX as XATTR_PREFIX, USER as USER_PREFIX, is_computed, lookup_name, named_xattrs,
+                           object_xattrs, user_name)
 
 log = logging.getLogger("assetfs.mount")
 
@@ -46,6 +47,8 @@ BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends then read and write 1 MiB
 SHORT = 1.0  # seconds the kernel may cache names and attributes that can change
 LONG = 3600.0  # ... and those of immutable objects
 ID_VIEW = (Trash, TrashBucketDir, ByIdDir, IdDir, ObjectFile)
+ID_XATTR = XATTR_PREFIX + "id"
+HAND_OUT_TRIES = 3  # a named file's version freed while its id was being handed out: look again
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Operations(pyfuse3.Operations):
     def __init__(self, store: Store, writebehind: WriteBehind, read_only: bool = False) -> None:
         super().__init__()
         self.store = store
-        self.view = StoreView(store, mount_id=writebehind.journal.mount_id)
+        self.view = StoreView(store, mount_id=writebehind.journal.mount_id if writebehind.journal else None)
         self.read_only = read_only
         self.inodes = InodeTable()
         self.writebehind = writebehind
@@ -570,12 +573,21 @@ class Operations(pyfuse3.Operations):
 
     # extended attributes -------------------------------------------------------------------
 
-    async def xattrs_of(self, key: Key) -> dict[str, bytes]:
+    async def xattrs_of(self, key: Key, handing_out: bool = False) -> dict[str, bytes]:
+        """`handing_out`: the object's id goes to the user (user.assetfs.id), so the object is
+        kept from being freed at once first (`Store.keep_handed_out`); a named file whose
+        version was freed just before that shows its newer one."""
         if isinstance(key, ObjectFile):
             info = await self.thread(self.view.object, key.bucket, key.object_id)
+            if handing_out and await self.thread(self.store.keep_handed_out, [info]):
+                raise fail(errno.ENOENT)
             return object_xattrs(info)
         if isinstance(key, NamedNode):
-            return named_xattrs(*await self.thread(self.view.node_xattrs, key.node))
+            for _ in range(HAND_OUT_TRIES):
+                stored, info = await self.thread(self.view.node_xattrs, key.node)
+                if not handing_out or info is None or not await self.thread(self.store.keep_handed_out, [info]):
+                    break
+            return named_xattrs(stored, info)
         return {}
 
     @handler
@@ -583,7 +595,7 @@ class Operations(pyfuse3.Operations):
         if not name.startswith(USER_PREFIX):  # only user.* exist here; the kernel asks for
             raise fail(pyfuse3.ENOATTR)       # security.capability before every write
         text = lookup_name(name)
-        value = None if text is None else (await self.xattrs_of(self.key(inode))).get(text)
+        value = None if text is None else (await self.xattrs_of(self.key(inode), text == ID_XATTR)).get(text)
         if value is None:
             raise fail(pyfuse3.ENOATTR)
         return value

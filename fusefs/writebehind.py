@@ -170,9 +170,9 @@ class WriteBehind:
     hold back the commits and fsyncs of small files. A node's closed files stay in the lane
     that holds one of them, so that they are committed in order."""
 
-    def __init__(self, store: Store, journal: Journal) -> None:
+    def __init__(self, store: Store, journal: Journal | None) -> None:
         self.store = store
-        self.journal = journal
+        self.journal = journal  # None: a read-only mount, which closes no written file
         self.small = Lane(self._commit)
         self.large = Lane(self._commit)
         self.lanes = (self.small, self.large)
@@ -233,5 +233,6 @@ class WriteBehind:
                     left += 1
                     log.error("could not commit %s at unmount; the next mount will try again: %s",
                               closed.path.name, outcome)
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
         return left

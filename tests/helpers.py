@@ -6,6 +6,7 @@ stands in for either.
 
 import errno
 import os
+import secrets
 import stat
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cas.store import Store
+from conftest import ASSETFS
 
 CATALOG_FILES = ("catalog.db", "catalog.db-wal", "catalog.db-shm")
 TABLES = ("objects", "blobs", "buckets", "nodes", "entries", "holds")
@@ -125,3 +127,45 @@ def allocated_bytes(*roots: Path) -> int:
                     seen.add(status.st_ino)
                     total += status.st_blocks * 512
     return total
+
+
+READER_IN_GROUP = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--groups=54321"]  # see group_store
+
+
+def group_store(folder: Path) -> Path:
+    """A SQLite store made by root in `folder` (every user may enter it) with `init --group
+    54321`: the members of that group, as READER_IN_GROUP runs a command, may read it, not write."""
+    root = folder / "store"
+    subprocess.run([ASSETFS, "--store", str(root), "init", "--group", "54321"], check=True, capture_output=True,
+                   timeout=60, preexec_fn=lambda: os.umask(0o022))
+    return root
+
+
+@contextmanager
+def read_only_role(store_root: Path, database_url: str) -> Iterator[str]:
+    """The store's assetfs.toml names a new PostgreSQL role that may only read the catalog
+    (the grants of docs/upgrade.md) for the block; the role is dropped afterwards. Yields its name."""
+    import psycopg
+
+    role, password = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8)
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    grants = [f"grant connect on database {info['dbname']} to {role}", f"grant usage on schema assetfs to {role}",
+              f"grant select on all tables in schema assetfs to {role}",
+              f"grant select on all sequences in schema assetfs to {role}"]  # dump reads nodes_id_seq
+    config = store_root / "assetfs.toml"
+    original = config.read_text()
+    with psycopg.connect(database_url, autocommit=True) as owner:
+        owner.execute(f"create role {role} login password '{password}'")
+        try:
+            for grant in grants:
+                owner.execute(grant)
+            url = psycopg.conninfo.make_conninfo(database_url, user=role, password=password)
+            config.write_text(original.replace(f'"{database_url}"', f'"{url}"'))
+            assert role in config.read_text()
+            yield role
+        finally:
+            config.write_text(original)
+            for grant in reversed(grants):
+                owner.execute(grant.replace("grant", "revoke", 1).replace(" to ", " from "))
+            owner.execute(f"drop role {role}")
+

@@ -18,6 +18,7 @@ import pytest
 from cas.store import Store
 from conftest import ASSETFS, run_cli
 from helpers import snapshot
+from mounting import unmount
 from test_cli import assert_error, ls_json, put_json, put_lines, put_one, stat_json, write
 
 SYSTEM_DEFAULT = Path("/var/lib/assetfs")  # cas/locate.py
@@ -78,6 +79,28 @@ def test_not_a_store_names_the_path_and_why_and_does_not_suggest_init(tmp_path, 
     assert f"{missing} is not an assetfs store" in line and "no such folder" in line and why in line, line
     assert "init" not in line, "a mistyped store must not be answered with 'create a new one'"
     assert not missing.exists() and list(elsewhere.iterdir()) == []
+
+
+def test_an_empty_store_or_mountpoint_is_refused_not_taken_for_another(store_root, tmp_path, elsewhere):
+    """`--store "$UNSET"`, `ASSETFS_STORE=` and `mount ""`/`umount ""` are one line (exit 2)
+    that say the value is empty; none acts on the store the configuration names or on the
+    current folder (an empty mountpoint had mounted the store over it)."""
+    config = write(tmp_path / "assetfs.toml", f'store = "{store_root}"\n')
+    before = snapshot_of(store_root)
+    attempts = [(["--store", "", "ls"], {}), (["--store", " ", "init"], {}), (["ls"], {"ASSETFS_STORE": ""}),
+                (["umount", ""], {}), (["mount", ""], {}), (["mount", "", "--read-only"], {"ASSETFS_STORE": ""})]
+    try:
+        for args, env in attempts:
+            line = assert_error(bare(*args, cwd=elsewhere, env={"ASSETFS_CONFIG": str(config), **env}, check=None), 2)
+            assert "is empty" in line and str(elsewhere) not in line, (args, line)
+    finally:
+        unmount(elsewhere)  # what a mount on the current folder would have left
+    assert list(elsewhere.iterdir()) == [] and snapshot_of(store_root) == before
+
+
+def snapshot_of(root: Path) -> dict:
+    with Store.open(root, read_only=True) as store:
+        return snapshot(store)
 
 
 def test_without_any_setting_the_store_is_the_system_default(tmp_path, elsewhere):
@@ -263,11 +286,16 @@ def test_trash_purge_asks_what_to_purge(store_root, tmp_path):
     assert run_cli(store_root, "trash", "ls").stdout == b""
 
 
-def test_rm_of_a_trashed_id_says_it_is_in_the_trash(store_root, tmp_path):
+def test_rm_stat_cat_get_of_a_trashed_id_say_it_is_in_the_trash(store_root, tmp_path):
     object_id = put_one(store_root, "docs", str(write(tmp_path / "a.txt", "a\n")))["id"]
     run_cli(store_root, "rm", object_id)
     line = assert_error(run_cli(store_root, "rm", object_id, check=None), 1)
     assert "in the trash" in line and f"restore {object_id}" in line, line
+    for reading in (["stat", object_id], ["cat", object_id], ["get", object_id, "-o", str(tmp_path / "out")],
+                    ["url", object_id]):  # and so do the read commands, with rm's exit code
+        line = assert_error(run_cli(store_root, *reading, check=None), 1)
+        assert "in the trash" in line and f"restore {object_id}" in line, (reading, line)
+    assert not (tmp_path / "out").exists()
     live = put_one(store_root, "docs", str(write(tmp_path / "b.txt", "b\n")))["id"]
     line = assert_error(run_cli(store_root, "restore", live, check=None), 1)
     assert "live" in line, line

@@ -6,6 +6,8 @@ The store lives on a small tmpfs mounted for the test (root only), always unmoun
 """
 
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from cas.reserve import free_bytes
 from cas.store import Store
-from conftest import run_cli
+from conftest import ASSETFS, run_cli
 from helpers import fill, small_tmpfs
 
 DISK_SIZE = "16m"  # the default reserve (8 MiB) and a little content fit
@@ -48,3 +50,59 @@ def test_commands_on_a_full_disk(disk: Path, database_url: str | None) -> None:
     assert run_cli(root, "cat", kept_id).stdout == b"kept"
     run_cli(root, "put", "photos", "-", "--name", "after.txt", input=b"after the purge")
     assert "clean" in run_cli(root, "fsck").stdout.decode()
+
+
+def init_args(root: Path, database_url: str | None) -> list[str]:
+    return ["init", *(["--database-url", database_url] if database_url else [])]
+
+
+def leave_free(disk: Path, room: int) -> Path:
+    """Fill the disk, then give `room` bytes back."""
+    filler = fill(disk / "filler")
+    os.truncate(filler, filler.stat().st_size - room)
+    return filler
+
+
+def one_line(result) -> str:
+    text = result.stderr.decode()
+    assert text.count("\n") == 1 and "Traceback" not in text, text
+    return text.strip()
+
+
+def test_init_on_a_nearly_full_disk_makes_nothing(disk: Path, database_url: str | None) -> None:
+    """Refused in one line before anything is made; into an empty folder given, too (issue 8)."""
+    filler = leave_free(disk, 100 * 1024)
+    given = disk / "given"
+    given.mkdir()
+    for root in (disk / "store", given):
+        line = one_line(run_cli(root, *init_args(root, database_url), check=1))
+        assert f"cannot create the store at {root}" in line and "free" in line, line
+    assert sorted(os.listdir(disk)) == ["filler", "given"] and os.listdir(given) == []
+    filler.unlink()
+    run_cli(disk / "store", *init_args(disk / "store", database_url))
+
+
+def test_init_that_runs_out_of_room_midway_leaves_nothing(disk: Path, database_url: str | None) -> None:
+    """The disk fills while init makes the store (paused just after opening the catalog)."""
+    root, marker = disk / "store", disk.parent / "init-paused"
+    process = subprocess.Popen([ASSETFS, "--store", str(root), *init_args(root, database_url)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "ASSETFS_PAUSE_AT": f"init:catalog@{marker}"})
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+        filler = fill(disk / "filler")
+        marker.unlink()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1 and err.decode().count("\n") == 1 and "Traceback" not in err.decode(), err
+    assert f"cannot create the store at {root}" in err.decode() and "nothing was left behind" in err.decode(), err
+    assert os.listdir(disk) == ["filler"]
+    filler.unlink()
+    run_cli(root, *init_args(root, database_url))
+    run_cli(root, "put", "b", "-", input=b"stored")

@@ -24,7 +24,7 @@ from cas.fsck import check_store
 from cas.model import PutResult
 from cas.store import StagedWrite, Store
 from helpers import blob_files, count
-from mounting import Mount
+from mounting import Mount, start_mount, stop_mount
 
 BUCKET = "docs"
 
@@ -161,6 +161,63 @@ def test_a_file_fsynced_many_times_through_the_mount_keeps_one_copy(mounted: Mou
         assert count(store, "objects", "deleted_at is not null") == 0
         assert len(blob_files(store.root)) == 1
         assert store.find(BUCKET, "log.txt").size == len(expected)
+
+
+def write_version(path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())  # committed when it returns
+
+
+def goes_to_the_trash(mount: Mount, object_id: str) -> bool:
+    """The object is not freed, and its let-go check (within seconds: fusefs/letgo.py) trashes it."""
+    deadline = time.monotonic() + 30
+    with mount.store() as store:
+        while live_or_trashed(store, object_id) and time.monotonic() < deadline:
+            if count(store, "objects", "id = :id and deleted_at is not null", {"id": object_id}):
+                return True
+            time.sleep(0.1)
+    return False
+
+
+@needs_fuse
+@pytest.mark.parametrize("how", ["xattr", "by-id"])
+def test_a_version_whose_id_the_mount_showed_goes_to_the_trash(mounted: Mount, how: str) -> None:
+    """An id read from user.assetfs.id or a .by-id listing may be in an application now: the
+    version it names is trashed when the writer replaces it, not freed."""
+    folder = mounted.path / BUCKET
+    folder.mkdir()
+    write_version(folder / "page.html", b"the first version")
+    if how == "xattr":
+        shown = os.getxattr(folder / "page.html", "user.assetfs.id").decode()
+    else:
+        [shown] = os.listdir(folder / ".by-id")
+    write_version(folder / "page.html", b"the second version")
+    write_version(folder / "page.html", b"the third version")
+    assert goes_to_the_trash(mounted, shown), "a version whose id was shown was freed"
+    with mounted.store() as store:
+        assert [info.id for info in store.list(BUCKET, deleted=True)] == [shown], "the second, never shown, is freed"
+        assert store.find(BUCKET, "page.html").size == len(b"the third version")
+
+
+@needs_fuse
+def test_no_version_is_freed_while_a_read_only_mount_runs(mounted: Mount, tmp_path) -> None:
+    """A read-only mount has no row in `mounts`; its reader lock (cas/readers.py) still keeps
+    writers from freeing what it may have open or have shown."""
+    folder = mounted.path / BUCKET
+    folder.mkdir()
+    write_version(folder / "page.html", b"the first version")
+    reader = start_mount(mounted.store_root, tmp_path / "ro", tmp_path / "ro.log", "--read-only")
+    try:
+        first = os.getxattr(reader.path / BUCKET / "page.html", "user.assetfs.id").decode()
+        write_version(folder / "page.html", b"the second version")
+    finally:
+        assert stop_mount(reader) == 0, reader.log_text()
+    assert goes_to_the_trash(mounted, first), "freed while a read-only mount ran"
+    second = os.getxattr(folder / "page.html", "user.assetfs.id").decode()
+    write_version(folder / "page.html", b"the third version")  # the reader is gone, but the id was shown
+    assert goes_to_the_trash(mounted, second)
 
 
 def test_an_alias_move_after_a_rename_of_a_version_freed_meanwhile_leaves_nothing(store: Store, named: int) -> None:

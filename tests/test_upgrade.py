@@ -11,14 +11,12 @@ store's files run them.
 import io
 import json
 import os
-import secrets
 import shlex
 import stat
 import subprocess
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from cas.catalog import open_catalog
@@ -27,11 +25,11 @@ from cas.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from cas.config import load_config
 from cas.store import Store
 from conftest import ASSETFS, run_cli
+from helpers import READER_IN_GROUP, group_store, read_only_role
 
 OBJECT_ID = "01900000-0000-7000-8000-000000000001"
 HASH = "ab" * 32
 MISMATCH_EXIT = 78
-NOBODY_IN_GROUP = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--groups=54321"]
 
 
 def raw_catalog(root: Path):
@@ -174,19 +172,41 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 READS = (["ls"], ["ls", "photos/"], ["stat", "photos/a.txt"], ["get", "{id}", "-o", "-"], ["cat", "{id}"],
-         ["hold", "ls"], ["trash", "ls"], ["stats"], ["fsck"], ["fsck", "--verify-content"])
+         ["hold", "ls"], ["trash", "ls"], ["stats"], ["fsck"], ["fsck", "--verify-content"], ["gc", "--dry-run"])
+URL = ["url", "{id}", "--base-url", "http://assets.test"]  # signs with <store>/serve-secret, which init made
 
 
-def read_commands(object_id: str) -> list[list[str]]:
-    return [[part.format(id=object_id) for part in args] for args in READS]
+def read_commands(object_id: str, *more: list[str]) -> list[list[str]]:
+    return [[part.format(id=object_id) for part in args] for args in (*READS, *more)]
+
+
+def put_and_hold(root: Path) -> str:
+    """An object named photos/a.txt, held, and one in the trash (gc --dry-run would collect it)."""
+    object_id = run_cli(root, "put", "photos", "-", "--name", "a.txt", input=b"shown").stdout.decode().split()[0]
+    run_cli(root, "hold", "add", object_id, "app")
+    trashed = run_cli(root, "put", "photos", "-", "--no-name", input=b"gone").stdout.decode().split()[0]
+    run_cli(root, "rm", trashed)
+    return object_id
 
 
 def test_read_commands_write_nothing(store_root: Path) -> None:
-    object_id = run_cli(store_root, "put", "photos", "-", "--name", "a.txt", input=b"shown").stdout.decode().split()[0]
-    run_cli(store_root, "hold", "add", object_id, "app")
+    run_cli(store_root, "init")  # on a store made before init made the signing secret: it makes it
+    assert (store_root / "serve-secret").exists()
+    object_id = put_and_hold(store_root)
     before = tree_state(store_root)
-    for args in read_commands(object_id):
+    for args in read_commands(object_id, URL):
         run_cli(store_root, *args)
+    assert tree_state(store_root) == before
+    signed = run_cli(store_root, "url", object_id).stdout.decode()
+    assert signed.startswith(f"/assets/by-id/{object_id}?expires=") and "&signature=" in signed
+
+
+def test_url_without_a_secret_says_how_to_make_it(store_root: Path) -> None:
+    """url writes nothing, so it does not make a missing secret: it says who makes it how."""
+    object_id = put_and_hold(store_root)
+    before = tree_state(store_root)
+    line = one_line(run_cli(store_root, "url", object_id, check=1))
+    assert "no signing secret" in line and f"'assetfs --store {shlex.quote(str(store_root))} init'" in line, line
     assert tree_state(store_root) == before
 
 
@@ -194,53 +214,40 @@ def test_a_read_only_postgres_role_reads(store_root: Path, database_url: str | N
     """A role with SELECT on the catalog's tables and nothing else runs every read command."""
     if database_url is None:
         pytest.skip("PostgreSQL: the SQLite half is test_a_user_who_may_only_read_a_sqlite_store")
-    object_id = run_cli(store_root, "put", "photos", "-", "--name", "a.txt", input=b"shown").stdout.decode().split()[0]
-    role, password = f"reader_{secrets.token_hex(4)}", secrets.token_hex(8)
-    info = psycopg.conninfo.conninfo_to_dict(database_url)
-    grants = [f"grant connect on database {info['dbname']} to {role}", f"grant usage on schema assetfs to {role}",
-              f"grant select on all tables in schema assetfs to {role}",
-              f"grant select on all sequences in schema assetfs to {role}"]  # dump reads nodes_id_seq
-    with psycopg.connect(database_url, autocommit=True) as owner:
-        owner.execute(f"create role {role} login password '{password}'")
-        try:
-            for grant in grants:
-                owner.execute(grant)
-            config = store_root / "assetfs.toml"
-            url = psycopg.conninfo.make_conninfo(database_url, user=role, password=password)
-            config.write_text(config.read_text().replace(f'"{database_url}"', f'"{url}"'))
-            assert role in load_config(store_root).database_url
-            for args in read_commands(object_id):
-                run_cli(store_root, *args)
-            assert run_cli(store_root, "cat", object_id).stdout == b"shown"
-            dumped = run_cli(store_root, "dump", "--pause-sweep", "0").stdout.decode().splitlines()
-            assert len(dumped) > 2 and "end" in json.loads(dumped[-1])  # a backup by the reader, whole
-            refused = one_line(run_cli(store_root, "put", "photos", "-", input=b"new", check=1))
-            assert "permission denied" in refused, refused
-        finally:
-            for grant in reversed(grants):
-                owner.execute(grant.replace("grant", "revoke", 1).replace(" to ", " from "))
-            owner.execute(f"drop role {role}")
+    run_cli(store_root, "init")  # the signing secret
+    object_id = put_and_hold(store_root)
+    with read_only_role(store_root, database_url):
+        for args in read_commands(object_id, URL):
+            run_cli(store_root, *args)
+        assert run_cli(store_root, "cat", object_id).stdout == b"shown"
+        assert "(dry run)" in run_cli(store_root, "gc", "--dry-run").stdout.decode()
+        dumped = run_cli(store_root, "dump", "--pause-sweep", "0").stdout.decode().splitlines()
+        assert len(dumped) > 2 and "end" in json.loads(dumped[-1])  # a backup by the reader, whole
+        refused = one_line(run_cli(store_root, "put", "photos", "-", input=b"new", check=1))
+        assert "permission denied" in refused, refused
 
 
 def test_a_user_who_may_only_read_a_sqlite_store(open_folder: Path) -> None:
     """A member of the store's group (not its owner) reads a SQLite store no one has open:
-    SQLite cannot make the WAL's files in a folder it may not write to."""
-    root = open_folder / "store"
-    subprocess.run([ASSETFS, "--store", str(root), "init", "--group", "54321"], check=True, capture_output=True,
-                   timeout=60, preexec_fn=lambda: os.umask(0o022))
-    object_id = run_cli(root, "put", "photos", "-", "--name", "a.txt", input=b"shown").stdout.decode().split()[0]
+    SQLite cannot make the WAL's files in a folder it may not write to. It may not read the
+    store's signing secret: `url` says so in one line."""
+    root = group_store(open_folder)
+    object_id = put_and_hold(root)
     assert not (root / "catalog.db-wal").exists()
     before = tree_state(root)
     for args in read_commands(object_id):
-        result = subprocess.run([*NOBODY_IN_GROUP, ASSETFS, "--store", str(root), *args], capture_output=True,
+        result = subprocess.run([*READER_IN_GROUP, ASSETFS, "--store", str(root), *args], capture_output=True,
                                 timeout=60, cwd="/")
         assert result.returncode == 0, (args, result.stderr.decode())
+    url = subprocess.run([*READER_IN_GROUP, ASSETFS, "--store", str(root), "url", object_id], capture_output=True,
+                         timeout=60, cwd="/")
+    assert url.returncode == 1 and "cannot read the signing secret" in one_line(url), url.stderr.decode()
     assert tree_state(root) == before
     assert stat.S_IMODE(root.stat().st_mode) == 0o2750  # the group may read, not write
 
     with Store.open(root) as owners:  # while the owner has it open: SQLite reads the WAL read-only
         owners.put("photos", io.BytesIO(b"newer"), name="b.txt")
         assert (root / "catalog.db-wal").exists()
-        result = subprocess.run([*NOBODY_IN_GROUP, ASSETFS, "--store", str(root), "stat", "photos/b.txt"],
+        result = subprocess.run([*READER_IN_GROUP, ASSETFS, "--store", str(root), "stat", "photos/b.txt"],
                                 capture_output=True, timeout=60, cwd="/")
         assert result.returncode == 0 and b"b.txt" in result.stdout, result.stderr.decode()

@@ -143,6 +143,11 @@ class SqliteCatalog(Catalog):
         file: nothing is committed but not yet in the database) `immutable`, as it is."""
         by_reader = self.read_only and not os.access(self.path.parent, os.W_OK)
         immutable = by_reader and not os.path.exists(f"{self.path}-wal")
+        if by_reader and not immutable and not os.path.exists(f"{self.path}-shm"):
+            raise StoreError(f"cannot read the catalog {self.path}: its -wal holds commits not in the database yet, and "
+                             f"SQLite needs {self.path.name}-shm beside it to read them, which cannot be made in a folder "
+                             "this user may not write (or on a read-only filesystem); let the store's owner run any "
+                             "assetfs command on it where it can be written, which moves them into the database")
         try:
             connection = sqlite3.connect(_uri(self.path, by_reader, immutable), uri=True, isolation_level=None,
                                          check_same_thread=False, timeout=self._busy_timeout_ms / 1000)
