@@ -22,6 +22,7 @@ one turn wrote (one body chunk, serve/assets.py) waits here.
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_TIMEOUT = 10.0
@@ -88,6 +89,23 @@ class ServeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's, without its two copies of every piece of a request body: it appends each
+        piece to a bytearray, and its `receive` copies that into a bytes object. Here a piece
+        that arrives while nothing waits is kept as it is, and `receive`'s `bytes()` of a bytes
+        object is that object (serve/body.py reads uploads in these pieces). A second piece
+        before the application's next `receive` is appended as uvicorn does."""
+        cycle = self.cycle
+        if isinstance(cycle.body, bytes):
+            cycle.body = bytearray(cycle.body)
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
