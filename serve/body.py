@@ -34,6 +34,7 @@ from serve.errors import HttpError
 
 IDLE_TIMEOUT = 30.0  # seconds without a byte of body before the upload is dropped
 READ_AHEAD = 4 * 1024 * 1024  # bytes of a body received ahead of the store's reads, at most (and one piece)
+HANDOFF = 1024 * 1024  # a waiting worker is woken when this much has arrived (or the body ended, or failed)
 _DIGEST_ITEM = re.compile(r"\s*([A-Za-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*")
 _ALGORITHMS: dict[str, Callable[[], object]] = {
     "sha-256": hashlib.sha256, "sha-512": hashlib.sha512, "blake3": blake3.blake3,
@@ -99,6 +100,13 @@ class BodyStream:
 
     async def _read_ahead(self) -> None:
         """Receive the body into `_pieces` until it ends or fails, keeping under READ_AHEAD."""
+        try:
+            async with asyncio.timeout(None) as idle:  # one timer for the whole body, not a task a piece
+                await self._receive_all(idle)
+        except TimeoutError:
+            self._fail(408, "body_timeout", f"no body data for {IDLE_TIMEOUT:.0f} s")
+
+    async def _receive_all(self, idle: asyncio.Timeout) -> None:
         while True:
             with self._lock:
                 full = self._queued >= READ_AHEAD
@@ -106,13 +114,11 @@ class BodyStream:
                     self._wants_room = True
                     self._room.clear()
             if full:
+                idle.reschedule(None)  # waiting for the store is not the client's idleness
                 await self._room.wait()
                 continue
-            try:
-                message = await asyncio.wait_for(self.receive(), IDLE_TIMEOUT)
-            except TimeoutError:
-                self._fail(408, "body_timeout", f"no body data for {IDLE_TIMEOUT:.0f} s")
-                return
+            idle.reschedule(self.loop.time() + IDLE_TIMEOUT)
+            message = await self.receive()
             if message["type"] == "http.disconnect":
                 self._fail(400, "body_incomplete", "the client went away before the body ended")
                 return
@@ -123,7 +129,8 @@ class BodyStream:
                     self._pieces.append(body)
                     self._queued += len(body)
                 self._received_all = last
-                self._arrived.notify()
+                if last or self._queued >= HANDOFF:
+                    self._arrived.notify()
             if last:
                 return
 
@@ -142,10 +149,10 @@ class BodyStream:
         with self._arrived:
             if self._reader is None:
                 self._reader = asyncio.run_coroutine_threadsafe(self._read_ahead(), self.loop)
-            # the loop is gone (shutdown) if even the reader's own idle timeout did not fire
-            if not self._arrived.wait_for(lambda: self._pieces or self._received_all or self.rejection is not None,
-                                          IDLE_TIMEOUT + 5):
-                raise self.reject(503, "shutting_down", "the server stopped while the body was arriving")
+            if not self._pieces and not self._arrived.wait_for(
+                    lambda: self._queued >= HANDOFF or self._received_all or self.rejection is not None, IDLE_TIMEOUT + 5):
+                if not self._pieces:  # not even the reader's own idle timeout fired: the loop is gone (shutdown)
+                    raise self.reject(503, "shutting_down", "the server stopped while the body was arriving")
             if self.rejection is not None:
                 raise self.rejection
             if not self._pieces:
