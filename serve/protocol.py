@@ -1,5 +1,6 @@
-"""uvicorn's httptools protocol with a deadline for each request's head, and its writes of
-one event-loop turn sent together.
+"""uvicorn's httptools protocol with a deadline for each request's head, its writes of one
+event-loop turn sent together, and request bodies handed on without uvicorn's two copies of
+each piece (`ServeProtocol.on_body`).
 
 uvicorn closes a keep-alive connection idle between requests (`timeout_keep_alive`), but a
 connection that never sends a request, or sends part of its head and stalls, stays open as
@@ -93,7 +94,7 @@ class ServeProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         """uvicorn's, without its two copies of every piece of a request body: it appends each
         piece to a bytearray, and its `receive` copies that into a bytes object. Here a piece
-        that arrives while nothing waits is kept as it is, and `receive`'s `bytes()` of a bytes
+        that finds nothing buffered is kept as it is, and `receive`'s `bytes()` of a bytes
         object is that object (serve/body.py reads uploads in these pieces). A second piece
         before the application's next `receive` is appended as uvicorn does."""
         cycle = self.cycle
