@@ -1,11 +1,11 @@
 """The serve suite's upload: a `--serve-size` body to `POST /v1/buckets/…/objects` with
 `curl -T` against `assetfs put` of the same file (issue 10: goal ≥ 0.8× put).
 
-The two must write under the same conditions, because this VM's disk writes blocks it never
-wrote before about twice as slowly as blocks freed and written again (a put of 1 GiB of new
-content: 2.98 s on fresh blocks, 1.53 s after `rm` and `trash purge --all`), so which
-contender happens to land on which blocks can decide the ratio (0.45× in a run where it did,
-0.87–0.90× alternating by hand). Here:
+The two must write under the same conditions, because on this VM the first write into
+memory not used for a while is about three times slower than a write into memory just freed
+(perf: the kernel's copy into the page cache; a 1 GiB put 2.9–3.7 s against 0.75–1.5 s), so
+the conditions each contender happens to meet can decide the ratio (docs/http.md, "Uploads").
+Here:
 - both write into the same store (the one the server serves) and the same bucket;
 - each run stores new content of the same size: the source's first bytes are rewritten in
   place with the run's number, so no run deduplicates and no new source blocks are written;
@@ -14,6 +14,8 @@ contender happens to land on which blocks can decide the ratio (0.45× in a run 
 - each contender runs once untimed first (warm-up); then they alternate, the order flipping
   every round (put, POST, POST, put, …), the source read into the page cache before each;
 - medians of `--repeat`, with the load average before and after (and after each run).
+Even so, at 1 GiB some runs of either command still hit the slow state at random: a median of
+3 can swing either way, more runs (`--repeat 5` or more) steady it.
 """
 
 import argparse
