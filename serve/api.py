@@ -193,6 +193,7 @@ async def upload(request: Request) -> Response:
             raise _invalid(error) from None
         raise HttpError(500, "store_error", str(error)) from None
     finally:
+        stream.close()
         service.uploads_in_flight -= 1
     return json_response(_put_record(service, result), status=200 if result.deduplicated else 201)
 

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cas.errors import StoreError
-from serve import api, assets
+from serve import allocator, api, assets
 from serve.accesslog import AccessLog
 from serve.errors import HttpError, answer_for, json_response
 from serve.fastpath import AssetsFastPath
@@ -75,8 +75,10 @@ async def _error(request: Request, error: Exception) -> Response:
 
 
 def create_app(store_root: Path | None = None) -> AccessLog:
-    """The application for the store at `store_root` (default: $ASSETFS_SERVE_STORE)."""
+    """The application for the store at `store_root` (default: $ASSETFS_SERVE_STORE), in
+    each server process (uvicorn's workers too), which it sets up for uploads (serve/allocator.py)."""
     root = Path(store_root or os.environ[STORE_ENV])
+    allocator.keep_freed_memory()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,5 +1,6 @@
-"""uvicorn's httptools protocol with a deadline for each request's head, and its writes of
-one event-loop turn sent together.
+"""uvicorn's httptools protocol with a deadline for each request's head, its writes of one
+event-loop turn sent together, and request bodies handed on without uvicorn's two copies of
+each piece (`ServeProtocol.on_body`).
 
 uvicorn closes a keep-alive connection idle between requests (`timeout_keep_alive`), but a
 connection that never sends a request, or sends part of its head and stalls, stays open as
@@ -22,6 +23,7 @@ one turn wrote (one body chunk, serve/assets.py) waits here.
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_TIMEOUT = 10.0
@@ -88,6 +90,23 @@ class ServeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's, without its two copies of every piece of a request body: it appends each
+        piece to a bytearray, and its `receive` copies that into a bytes object. Here a piece
+        that finds nothing buffered is kept as it is, and `receive`'s `bytes()` of a bytes
+        object is that object (serve/body.py reads uploads in these pieces). A second piece
+        before the application's next `receive` is appended as uvicorn does."""
+        cycle = self.cycle
+        if isinstance(cycle.body, bytes):
+            cycle.body = bytearray(cycle.body)
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

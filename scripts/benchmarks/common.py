@@ -150,19 +150,37 @@ def _timed_run(contender: Contender) -> float:
     return time.perf_counter() - start
 
 
-def measure(group: Group, repeat: int, sources: list[Path], cold: bool) -> None:
+def _prepared_run(contender: Contender, sources: list[Path], cold: bool) -> float:
+    """One run of a contender with its setup and teardown; only the commands are timed."""
+    contender.setup()
+    if cold:
+        drop_caches()
+    else:
+        os.sync()
+        read_files(sources)
+    seconds = _timed_run(contender)
+    contender.teardown()
+    return seconds
+
+
+def measure(group: Group, repeat: int, sources: list[Path], cold: bool, warm_up: bool = False) -> None:
     """Time every contender `repeat` times, in turns (the order rotates each round).
 
     Before each timed run dirty data is written back, and the `sources` are read into the
-    page cache (warm) or the whole cache is dropped (cold).
+    page cache (warm) or the whole cache is dropped (cold). With `warm_up`, every contender
+    first runs once untimed, so no timed run is the first of its kind.
     """
     contenders = group.contenders
     group.seconds = {contender.label: [] for contender in contenders}
     group.loads = []
     print(group.title, file=sys.stderr)
+    if warm_up:
+        for contender in contenders:
+            print(f"  {contender.label} (warm-up): {_prepared_run(contender, sources, cold):.3f} s", file=sys.stderr)
     for round_number in range(repeat):
         shift = round_number % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
+<<<<<<< HEAD
             contender.setup()
             if cold:
                 drop_caches()
@@ -174,6 +192,11 @@ def measure(group: Group, repeat: int, sources: list[Path], cold: bool) -> None:
             contender.teardown()
             group.seconds[contender.label].append(seconds)
             print(f"  {contender.label}: {seconds:.3f} s (load {group.loads[-1]:.2f})", file=sys.stderr)
+=======
+            seconds = _prepared_run(contender, sources, cold)
+            group.seconds[contender.label].append(seconds)
+            print(f"  {contender.label}: {seconds:.3f} s (load average {os.getloadavg()[0]:.2f})", file=sys.stderr)
+>>>>>>> upload10
 
 
 def goal(text: str, value: float, minimum: float, unit: str) -> dict[str, Any]:

@@ -13,12 +13,13 @@ Goals (issue 10): direct ≥ 0.25×, accel ≥ 0.3×, /blobs/ ≥ 0.9× nginx st
 
 Then, with a `--serve-size` object (default 1 GiB), timed with common.measure (medians):
 - GET with curl: nginx static, assetfs direct, assetfs accel. Goals ≥ 0.5× and ≥ 0.95× nginx.
-- Upload with `curl -T` to `POST /v1/buckets/…/objects` vs `assetfs put` of the same file, each
-  into a store where the content is new (the previous run's object is purged first, untimed).
-  Goal ≥ 0.8× put.
+- Upload with `curl -T` to `POST /v1/buckets/…/objects` vs `assetfs put` of the same size,
+  alternating under the same disk conditions (serve_upload.py). Goal ≥ 0.8× put.
 
 Last, `--serve-uploads` uploads of `--serve-upload-size` at once (default 200 of 10 MB) with
 the server's peak RSS (serve_uploads.py).
+
+`--serve-part` runs only some of these parts (small, large-get, upload, concurrent).
 """
 
 import argparse
@@ -32,15 +33,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import common
+import serve_upload
 import serve_uploads
 
 OBJECT_SIZE = 4096
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PARTS = ("small", "large-get", "upload", "concurrent")
 DOCS = common.ROOT / "docs" / "http.md"
 
 
@@ -53,6 +55,9 @@ def add_options(group: argparse._ArgumentGroup) -> None:
                        help="concurrent uploads whose server memory is measured (default: 200)")
     group.add_argument("--serve-upload-size", type=common.parse_size, default=10_000_000, metavar="SIZE",
                        help="size of each concurrent upload (default: 10 MB)")
+    group.add_argument("--serve-part", action="append", choices=PARTS,
+                       help="run only this part; repeatable (default: all: 4 KiB GETs, large GETs, the upload "
+                            "against put, the concurrent uploads)")
 
 
 def _free_port() -> int:
@@ -89,26 +94,13 @@ def _assetfs(*args: str) -> str:
     return subprocess.run([common.ASSETFS, *args], check=True, capture_output=True, text=True).stdout
 
 
-def _write_random(path: Path, size: int) -> None:
-    with open(path, "wb") as out:
-        for offset in range(0, size, 1 << 24):
-            out.write(os.urandom(min(1 << 24, size - offset)))
-
-
-def _emptied(root: Path) -> Callable[[], None]:
-    """A setup step: remove every object of the store and purge it, so the next put is new content."""
-    def empty() -> None:
-        for line in _assetfs("--store", str(root), "ls", "--json").splitlines():
-            _assetfs("--store", str(root), "rm", json.loads(line)["id"])
-        _assetfs("--store", str(root), "trash", "purge", "--all")
-    return empty
-
-
-def _large_groups(args: argparse.Namespace, work: Path, nginx: str, ports: dict[str, int]) -> list[dict[str, Any]]:
-    """The GET and upload groups, with a `--serve-size` object."""
+def _large_get(args: argparse.Namespace, work: Path, nginx: str, ports: dict[str, int]) -> dict[str, Any]:
+    """The GET group, with a `--serve-size` object."""
     size = args.serve_size
     big = work / "big.bin"
-    _write_random(big, size)
+    with open(big, "wb") as out:
+        for offset in range(0, size, 1 << 24):
+            out.write(os.urandom(min(1 << 24, size - offset)))
     placed = {name: json.loads(_assetfs("--store", str(work / name), "put", "bench", str(big), "--json"))
               for name in ("direct", "accel")}
     digest = placed["accel"]["hash"]
@@ -116,34 +108,15 @@ def _large_groups(args: argparse.Namespace, work: Path, nginx: str, ports: dict[
             "assetfs direct": f"http://127.0.0.1:{ports['direct']}/assets/by-id/{placed['direct']['id']}",
             "assetfs accel": f"{nginx}/assets/by-id/{placed['accel']['id']}"}
     big.unlink()
-    token = _assetfs("--store", str(work / "direct"), "token", "create", "--bucket", "bench", "--write").strip()
-    upload_url = f"http://127.0.0.1:{ports['direct']}/v1/buckets/bench/objects"
-    put_store, served_store = work / "put", work / "direct"
-    _assetfs("--store", str(put_store), "init")
     get = common.Group(
         f"GET of a {common.format_size(size)} object with curl (-o /dev/null)", size,
         [common.Contender(label, [["curl", "-sS", "-f", "-o", "/dev/null", url]]) for label, url in urls.items()],
         ["nginx static"])
     common.measure(get, args.repeat, [path for path in (work / "accel" / "blobs").rglob("*") if path.is_file()],
                    args.cold)
-    source = work / "upload.bin"
-    _write_random(source, size)
-    upload = common.Group(
-        f"upload of a {common.format_size(size)} file of new content", size,
-        [common.Contender("assetfs put", [[common.ASSETFS, "--store", str(put_store), "put", "bench", str(source)]],
-                          setup=_emptied(put_store)),
-         common.Contender("POST /v1 (curl -T)", [["curl", "-sS", "-f", "-o", "/dev/null", "-X", "POST", "-T", str(source),
-                                                  "-H", f"Authorization: Bearer {token}", upload_url]],
-                          setup=_emptied(served_store))],
-        ["assetfs put"])
-    common.measure(upload, args.repeat, [source], args.cold)
-    return [
-        common.group_record(get, [
-            common.goal("assetfs direct >= 0.5x nginx static", get.ratio("assetfs direct", "nginx static"), 0.5, "x"),
-            common.goal("assetfs accel >= 0.95x nginx static", get.ratio("assetfs accel", "nginx static"), 0.95, "x")]),
-        common.group_record(upload, [
-            common.goal("upload >= 0.8x assetfs put", upload.ratio("POST /v1 (curl -T)", "assetfs put"), 0.8, "x")]),
-    ]
+    return common.group_record(get, [
+        common.goal("assetfs direct >= 0.5x nginx static", get.ratio("assetfs direct", "nginx static"), 0.5, "x"),
+        common.goal("assetfs accel >= 0.95x nginx static", get.ratio("assetfs accel", "nginx static"), 0.95, "x")])
 
 
 def _store(root: Path, accel: bool) -> tuple[str, str]:
@@ -167,6 +140,34 @@ def _wrk(url: str, duration: int) -> tuple[float, float]:
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
     value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", done.stdout, re.M).groups()
     return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _small_get(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """wrk against each URL of the 4 KiB object, in turns; the group's record."""
+    for url in urls.values():
+        _wrk(url, 1)  # warm-up
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in urls}
+    labels = list(urls)
+    for round_number in range(args.repeat):
+        shift = round_number % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            results[label].append(_wrk(urls[label], args.serve_duration))
+            print(f"  {label}: {results[label][-1][0]:.0f} req/s, p99 {results[label][-1][1]:.2f} ms", file=sys.stderr)
+    load = os.getloadavg()
+    rate = {label: statistics.median(r for r, _ in runs) for label, runs in results.items()}
+    p99 = {label: statistics.median(p for _, p in runs) for label, runs in results.items()}
+    base = rate["nginx static"]
+    header = ["contender", "requests/s", "p99 ms", "x nginx static"]
+    rows = [[label, f"{rate[label]:.0f}", f"{p99[label]:.2f}", f"{rate[label] / base:.2f}"] for label in urls]
+    goals = [
+        common.goal("assetfs direct >= 0.25x nginx static", rate["assetfs direct"] / base, 0.25, "x"),
+        common.goal("assetfs accel >= 0.3x nginx static", rate["assetfs accel (nginx in front)"] / base, 0.3, "x"),
+        common.goal("nginx /blobs/ >= 0.9x nginx static", rate["nginx /blobs/<hash>.bin"] / base, 0.9, "x"),
+    ]
+    return {"title": f"GET of a {OBJECT_SIZE}-byte object, wrk -c64 (medians of {args.repeat})",
+            "table": {"header": header, "rows": rows}, "goals": goals,
+            "notes": ["every server one worker process; wrk runs on the same 2-CPU machine",
+                      f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} after the wrk runs"]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,19 +200,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for label, url in urls.items():
             _wait_http(url, label)
-            _wrk(url, 1)  # warm-up
-        results: dict[str, list[tuple[float, float]]] = {label: [] for label in urls}
-        labels = list(urls)
-        for round_number in range(args.repeat):
-            shift = round_number % len(labels)
-            for label in labels[shift:] + labels[:shift]:
-                results[label].append(_wrk(urls[label], args.serve_duration))
-                print(f"  {label}: {results[label][-1][0]:.0f} req/s, p99 {results[label][-1][1]:.2f} ms", file=sys.stderr)
-        load = os.getloadavg()
-        large = _large_groups(args, work, nginx, ports)
-        token = _assetfs("--store", str(work / "direct"), "token", "create", "--bucket", "bench", "--write").strip()
-        uploads = serve_uploads.measure(f"http://127.0.0.1:{ports['direct']}/v1/buckets/bench/objects", token,
-                                        servers[0].pid, args.serve_uploads, args.serve_upload_size)
+        parts = args.serve_part or PARTS
+        groups = []
+        if "small" in parts:
+            groups.append(_small_get(urls, args))
+        if "large-get" in parts:
+            groups.append(_large_get(args, work, nginx, ports))
+        if "upload" in parts:
+            groups.append(serve_upload.measure(args, work, work / "direct", f"http://127.0.0.1:{ports['direct']}"))
+        if "concurrent" in parts:
+            token = _assetfs("--store", str(work / "direct"), "token", "create", "--bucket", "bench", "--write").strip()
+            groups.append(serve_uploads.measure(f"http://127.0.0.1:{ports['direct']}/v1/buckets/bench/objects", token,
+                                                servers[0].pid, args.serve_uploads, args.serve_upload_size))
     finally:
         pid_file = folder / "nginx.pid"
         if pid_file.exists():
@@ -219,22 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for server in servers:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
-    rate = {label: statistics.median(r for r, _ in runs) for label, runs in results.items()}
-    p99 = {label: statistics.median(p for _, p in runs) for label, runs in results.items()}
-    base = rate["nginx static"]
-    header = ["contender", "requests/s", "p99 ms", "x nginx static"]
-    rows = [[label, f"{rate[label]:.0f}", f"{p99[label]:.2f}", f"{rate[label] / base:.2f}"] for label in urls]
-    goals = [
-        common.goal("assetfs direct >= 0.25x nginx static", rate["assetfs direct"] / base, 0.25, "x"),
-        common.goal("assetfs accel >= 0.3x nginx static", rate["assetfs accel (nginx in front)"] / base, 0.3, "x"),
-        common.goal("nginx /blobs/ >= 0.9x nginx static", rate["nginx /blobs/<hash>.bin"] / base, 0.9, "x"),
-    ]
     return {"parameters": {"object_bytes": OBJECT_SIZE, "connections": 64, "wrk_threads": 2,
                            "seconds_per_run": args.serve_duration, "repeat": args.repeat,
                            "assetfs_workers": args.serve_workers, "nginx_workers": 1, "large_bytes": args.serve_size,
                            "uploads": args.serve_uploads, "upload_bytes": args.serve_upload_size},
-            "groups": [{"title": f"GET of a {OBJECT_SIZE}-byte object, wrk -c64 (medians of {args.repeat})",
-                        "table": {"header": header, "rows": rows}, "goals": goals,
-                        "notes": ["every server one worker process; wrk runs on the same 2-CPU machine",
-                                  f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} after the wrk runs"]},
-                       *large, uploads]}
+            "parts": list(parts), "groups": groups}

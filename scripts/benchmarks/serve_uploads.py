@@ -6,9 +6,10 @@ The bodies stream from the client (httpx, one connection each, distinct content 
 a new blob); the server's peak is its processes' summed VmRSS, sampled every 20 ms, and the
 kernel's own peak (VmHWM, reset through /proc/PID/clear_refs just before). The bound the
 design gives (docs/http.md): each of the `UPLOAD_THREADS` threads holds the store's two
-staging buffers and a piece of its body (and, while the piece is joined, its parts); every
-connection holds what uvicorn reads before it stops reading (its high-water mark and one
-read); the rest of the bodies wait in the kernel's socket buffers and the client.
+staging buffers, and its upload what was received ahead (`READ_AHEAD`, one more piece, and
+the piece being copied; a piece is at most uvicorn's high-water mark and one read); every
+connection holds what uvicorn reads before it stops reading (the same); the rest of the
+bodies wait in the kernel's socket buffers and the client.
 """
 
 import asyncio
@@ -24,7 +25,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 import common
 from cas.blobtree import CHUNK
 
-PULL_SIZE = common.project_module("serve.body").PULL_SIZE
+READ_AHEAD = common.project_module("serve.body").READ_AHEAD
 UPLOAD_THREADS = common.project_module("serve.service").UPLOAD_THREADS
 
 MIB = 1 << 20
@@ -96,7 +97,7 @@ def measure(url: str, token: str, server_pid: int, count: int, size: int) -> dic
     if len(set(hashes)) != count:
         raise common.BenchError(f"{count} uploads of distinct content gave {len(set(hashes))} distinct hashes")
     high_water = sum(_status_bytes(pid, "VmHWM") for pid in pids)
-    per_thread = 2 * CHUNK + 2 * PULL_SIZE
+    per_thread = 2 * CHUNK + READ_AHEAD + 2 * (HIGH_WATER_LIMIT + READ)
     bound = before + len(pids) * (UPLOAD_THREADS * per_thread + SLACK) + count * (HIGH_WATER_LIMIT + READ)
     peak = max(sampler.peak, high_water)
     mib = lambda nbytes: f"{nbytes / MIB:.0f}"  # noqa: E731
@@ -108,7 +109,7 @@ def measure(url: str, token: str, server_pid: int, count: int, size: int) -> dic
                             mib(before), mib(peak), mib(bound)]]},
         "goals": [common.goal_at_most("server peak RSS within the bound (MiB)", peak / MIB, bound / MIB, "MiB")],
         "notes": [f"{len(pids)} server process(es); bound = RSS before + per process {UPLOAD_THREADS} upload threads "
-                  f"x {per_thread // MIB} MiB (staging buffers, body piece and its parts) + {SLACK // MIB} MiB, "
+                  f"x {per_thread / MIB:.1f} MiB (staging buffers, the body received ahead and two pieces) + {SLACK // MIB} MiB, "
                   f"+ per connection {(HIGH_WATER_LIMIT + READ) // 1024} KiB (uvicorn's high-water mark and one read); "
                   f"the bodies in flight were {count * size / MIB:.0f} MiB",
                   f"load average {os.getloadavg()[0]:.2f} after the uploads"],
