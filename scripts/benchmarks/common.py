@@ -180,23 +180,10 @@ def measure(group: Group, repeat: int, sources: list[Path], cold: bool, warm_up:
     for round_number in range(repeat):
         shift = round_number % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
-<<<<<<< HEAD
-            contender.setup()
-            if cold:
-                drop_caches()
-            else:
-                os.sync()
-                read_files(sources)
+            seconds = _prepared_run(contender, sources, cold)
             group.loads.append(os.getloadavg()[0])
-            seconds = _timed_run(contender)
-            contender.teardown()
             group.seconds[contender.label].append(seconds)
             print(f"  {contender.label}: {seconds:.3f} s (load {group.loads[-1]:.2f})", file=sys.stderr)
-=======
-            seconds = _prepared_run(contender, sources, cold)
-            group.seconds[contender.label].append(seconds)
-            print(f"  {contender.label}: {seconds:.3f} s (load average {os.getloadavg()[0]:.2f})", file=sys.stderr)
->>>>>>> upload10
 
 
 def goal(text: str, value: float, minimum: float, unit: str) -> dict[str, Any]:
