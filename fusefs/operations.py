@@ -2,7 +2,9 @@
 
 Handlers run as trio tasks on one thread; every catalog query and disk access goes to a
 worker thread (`fusefs.view`, `fusefs.staging`, `fusefs.listing`), so a slow call never
-stalls the mount. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
+stalls the mount. Short reads of the named tree (lookup, getattr, a folder's page) that the
+catalog answers at once (SQLite, no lock in the way: `Operations.query`) are the exception:
+each saves a request its thread hop, which on a busy machine waits for a core. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
 
 Errors of the read-only id view: changing an object's content or attributes is EROFS;
 creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM, except the
@@ -17,16 +19,18 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyfuse3
 import trio
 
 from cas import names, nodekinds
 from cas.blobtree import new_staging_file
-from cas.catalog.base import Row
+from cas.catalog import Transaction
+from cas.catalog.base import Row, WouldWait
 from cas.errors import NotFound
 from cas.store import Store
 from cas.validate import ID_VIEW_FOLDER
@@ -36,7 +40,7 @@ from fusefs.inodes import (BucketDir, ByIdDir, IdDir, InodeTable, Key, NamedNode
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
-from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, node_attr
+from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, lookup_row, node_attr, node_row
 from fusefs.xattrs import USER as USER_PREFIX, is_computed, lookup_name, named_xattrs, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
@@ -60,6 +64,7 @@ class NamedHandle:
 
 
 Folder = BucketDir | NamedNode
+T = TypeVar("T")
 
 
 class Operations(pyfuse3.Operations):
@@ -129,6 +134,15 @@ class Operations(pyfuse3.Operations):
     async def thread(self, function, *args):
         return await trio.to_thread.run_sync(function, *args)
 
+    async def query(self, work: Callable[[Transaction], T]) -> T:
+        """A short catalog read: on this (the trio) thread when the catalog answers at once
+        (`StoreView.read_now`: SQLite with no lock in the way), else in a worker thread, so a
+        wait or a PostgreSQL round trip never stalls the mount."""
+        try:
+            return self.view.read_now(work)
+        except WouldWait:
+            return await self.thread(self.view.run, work)
+
     async def attr_of(self, key: Key) -> Attr:
         view = self.view
         if isinstance(key, (Root, Trash, TrashBucketDir, ByIdDir)):
@@ -136,13 +150,13 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.ENOENT)
             return view.fixed_dir_attr()
         if isinstance(key, BucketDir):
-            return await self.thread(view.bucket_attr, key.bucket)
+            return await self.query(lambda tx: view.bucket_attr_in(tx, key.bucket))
         if isinstance(key, (IdDir, ObjectFile)):
             info = await self.thread(view.object, key.bucket, key.object_id)
             if isinstance(key, IdDir):
                 return id_dir_attr(info, view.owner)
             return await self.thread(view.object_file_attr, info)
-        return node_attr(await self.thread(view.node, key.node))
+        return node_attr(await self.query(lambda tx: node_row(tx, key.node)))
 
     def writable_folder(self, key: Key) -> Folder:
         if self.read_only:
@@ -156,7 +170,7 @@ class Operations(pyfuse3.Operations):
     async def named_file(self, key: Key) -> dict:
         if not isinstance(key, NamedNode):
             raise fail(errno.EPERM)
-        row = await self.thread(self.view.node, key.node)
+        row = await self.query(lambda tx: node_row(tx, key.node))
         if row["kind"] == nodekinds.DIR:
             raise fail(errno.EISDIR)
         if row["kind"] != nodekinds.FILE:  # a symlink or special node: the kernel opens none here
@@ -192,7 +206,12 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.key(parent_inode)
         text = _lookup_name(name)
-        item = await self.thread(self._lookup, parent, text)
+        if isinstance(parent, NamedNode) or (isinstance(parent, BucketDir) and text != ID_VIEW_FOLDER
+                                             and not listing.is_id_name(text)):
+            row = await self.query(lambda tx: lookup_row(tx, parent, text))
+            item = None if row is None else Item(text, NamedNode(row["id"]), node_attr(row))
+        else:
+            item = await self.thread(self._lookup, parent, text)
         if item is None:
             raise fail(errno.ENOENT)
         return self.remembered(item.key, item.attr)
@@ -219,9 +238,6 @@ class Operations(pyfuse3.Operations):
                 if info.filename != name:
                     return None
                 return Item(name, ObjectFile(parent.bucket, info.id), view.object_file_attr(info))
-            if isinstance(parent, (BucketDir, NamedNode)):
-                row = view.lookup(parent, name)
-                return None if row is None else Item(name, NamedNode(row["id"]), node_attr(row))
         except NotFound:
             return None
         return None
@@ -435,7 +451,7 @@ class Operations(pyfuse3.Operations):
         key = self.key(inode)
         if not isinstance(key, NamedNode):
             raise fail(errno.EINVAL)
-        row = await self.thread(self.view.node, key.node)
+        row = await self.query(lambda tx: node_row(tx, key.node))
         if row["kind"] != nodekinds.SYMLINK:
             raise fail(errno.EINVAL)
         return row["target"].encode()

@@ -1,0 +1,91 @@
+"""Reads of the named tree answered on the mount's trio thread (`Operations.query`,
+`StoreView.read_now`): on SQLite, lookup, getattr and a folder's page take no worker thread,
+since each thread hop waits for a core on a busy machine (issue 9); on PostgreSQL they still
+take one (a network round trip on the trio thread would stall every request). Either way
+they read the catalog as it is now, so another writer's change shows at once
+(docs/concurrency.md, "Many writers", 2). Driven through Operations without the kernel
+(tests/ops_harness.py), on both catalogs.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+
+import pyfuse3
+import pytest
+import trio
+
+from cas.store import Store
+from fusefs import listing
+from fusefs.inodes import NODE_BASE, NamedNode
+from ops_harness import CTX, OpsMount, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
+
+pytestmark = [pytest.mark.trio, pytest.mark.timeout(120)]
+
+
+class Hops:
+    """Counts the calls that hand work to a worker thread while it is installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        run_sync = trio.to_thread.run_sync
+
+        async def counted(*args, **kwargs):
+            self.count += 1
+            return await run_sync(*args, **kwargs)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+
+
+async def test_lookup_getattr_and_listing_take_no_thread_on_sqlite(start_ops: Starter, store: Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    mount = await start_ops()
+    bucket = await mount.bucket("b")
+    folder = (await mount.ops.mkdir(bucket, b"d", 0o755, CTX)).st_ino
+    await mount.write_file(folder, "a.txt", b"hello", fsync=True)
+
+    hops = Hops(monkeypatch)
+    entry = await mount.lookup(folder, "a.txt")
+    attr = await mount.ops.getattr(entry.st_ino, CTX)
+    again = await mount.lookup(bucket, "d")
+    page = await listing.page(mount.ops.view, NamedNode(folder - NODE_BASE), listing.START)
+    with pytest.raises(pyfuse3.FUSEError):
+        await mount.lookup(folder, "missing")
+
+    assert stat.S_ISREG(attr.st_mode) and attr.st_size == 5 and attr.st_ino == entry.st_ino
+    assert again.st_ino == folder and [item.name for item, _ in page] == ["a.txt"]
+    if store.catalog.dialect == "sqlite":
+        assert hops.count == 0
+    else:
+        assert hops.count == 5  # one worker thread per read: never a round trip on the trio thread
+
+
+async def test_another_writer_is_seen_at_once(start_ops: Starter, store: Store) -> None:
+    """A name put by the CLI's API after the mount looked is found by the next lookup, and
+    its new content's size by the next getattr: the reads are the catalog's, not a cache's."""
+    mount = await start_ops()
+    bucket = await mount.bucket("b")
+    with pytest.raises(pyfuse3.FUSEError):
+        await mount.lookup(bucket, "late.txt")
+    store.put("b", io.BytesIO(b"first"), name="late.txt")
+    inode = (await mount.lookup(bucket, "late.txt")).st_ino
+    assert (await mount.ops.getattr(inode, CTX)).st_size == 5
+    store.put("b", io.BytesIO(b"second, longer"), name="late.txt")
+    assert (await mount.ops.getattr(inode, CTX)).st_size == len(b"second, longer")
+
+
+async def test_a_big_folder_lists_every_entry_once(start_ops: Starter, store: Store) -> None:
+    """Page after page, on the trio thread (SQLite, pages of NOW_PAGE) or in a worker thread
+    (PostgreSQL, pages of PAGE): every entry once, in order."""
+    mount = await start_ops()
+    for number in range(300):
+        store.put("b", io.BytesIO(b"%d" % number), name=f"many/f{number:03d}")
+    folder = (await mount.lookup(await mount.bucket("b"), "many")).st_ino
+    key = NamedNode(folder - NODE_BASE)
+    names: list[str] = []
+    cursor = listing.START
+    while batch := await listing.page(mount.ops.view, key, cursor):
+        names += [item.name for item, _ in batch]
+        cursor = batch[-1][1]
+    assert names == [f"f{number:03d}" for number in range(300)]
