@@ -482,15 +482,16 @@ class Operations(pyfuse3.Operations):
         parent = self.key(parent_inode)
         text = _new_name(name, parent)
         folder = self.writable_folder(parent)
-        row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx))
+        spare = self.contents.spares.take()
+        row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx), spare)
         content = self.contents.acquire(row["id"], row["bucket"], None, 0, row["mtime"], row["version"])
         content.start_empty(fd, path)  # staged and empty: the first close stores an (empty) object
         fh = self.new_handle(NamedHandle(content, writable=True))
         return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
 
-    def _create_file(self, folder: Folder, name: str, mode: int,
-                     owner: names.Owner) -> tuple[Row, int, Path | None]:
-        fd, path = new_staging_file(self.writebehind.journal.folder)
+    def _create_file(self, folder: Folder, name: str, mode: int, owner: names.Owner,
+                     spare: tuple[int, Path | None] | None) -> tuple[Row, int, Path | None]:
+        fd, path = spare or new_staging_file(self.writebehind.journal.folder)
         try:
             return self.view.create(folder, name, False, mode, owner), fd, path
         except BaseException:

@@ -34,6 +34,7 @@ from cas.blobtree import FICLONE, new_staging_file
 from cas.store import Store
 from cas.writeback import Outcome
 from fusefs.hashing import SequentialHash
+from fusefs.spares import Closer, SpareFiles
 from fusefs.writebehind import Pending, WriteBehind
 
 LINGER_S = 2.0  # longer than the kernel keeps a named file's attributes (operations.SHORT)
@@ -194,7 +195,7 @@ class NodeContent:
         async with self.lock:
             version = next(version for version in self.closed if version.pending is pending)
             self.closed.remove(version)
-            os.close(version.fd)
+            self.contents.closer.close_later(version.fd)
             if outcome is not None and not outcome.conflict and outcome.object.hash != self.hash:
                 self._close_blob()
                 self.hash = outcome.object.hash
@@ -266,6 +267,8 @@ class OpenContents:
         self._by_node: dict[int, NodeContent] = {}
         self._lingering: set[NodeContent] = set()
         self._detached: set[NodeContent] = set()  # replaced by a newer version, commits still to come
+        self.spares = SpareFiles(writebehind.journal.folder)  # for creates
+        self.closer = Closer()  # committed copies' fds
 
     def get(self, node: int) -> NodeContent | None:
         return self._by_node.get(node)
@@ -321,7 +324,14 @@ class OpenContents:
         await self.on_idle(content.node)
 
     async def run(self) -> None:
-        """Drop the contents that are done lingering, until cancelled."""
+        """Drop the contents that are done lingering; make spare staging files and close
+        committed copies (fusefs/spares.py); until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.spares.run)
+            nursery.start_soon(self.closer.run)
+            await self._drop_lingering()
+
+    async def _drop_lingering(self) -> None:
         while True:
             await trio.sleep(LINGER_S / 2)
             for content in list(self._lingering):
@@ -333,6 +343,8 @@ class OpenContents:
     def close_all(self) -> None:
         for content in [*self._by_node.values(), *self._detached]:
             content.close()
+        self.spares.close()
+        self.closer.close()
         self._by_node.clear()
         self._lingering.clear()
         self._detached.clear()

@@ -3,21 +3,23 @@
 since each thread hop waits for a core on a busy machine (issue 9); on PostgreSQL they still
 take one (a network round trip on the trio thread would stall every request). Either way
 they read the catalog as it is now, so another writer's change shows at once
-(docs/concurrency.md, "Many writers", 2). Driven through Operations without the kernel
+(docs/concurrency.md, "Many writers", 2). And a create's staging file is made ahead. Driven through Operations without the kernel
 (tests/ops_harness.py), on both catalogs.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import stat
 
 import pyfuse3
 import pytest
 import trio
 
+from cas.blobtree import new_staging_file
 from cas.store import Store
-from fusefs import listing
+from fusefs import listing, operations
 from fusefs.inodes import NODE_BASE, NamedNode
 from ops_harness import CTX, OpsMount, Starter, start_ops  # noqa: F401  (start_ops is a fixture)
 
@@ -89,3 +91,44 @@ async def test_a_big_folder_lists_every_entry_once(start_ops: Starter, store: St
         names += [item.name for item, _ in batch]
         cursor = batch[-1][1]
     assert names == [f"f{number:03d}" for number in range(300)]
+
+
+async def test_creates_take_staging_files_made_ahead(start_ops: Starter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create takes one of the mount's spare staging files (fusefs/spares.py) instead of
+    making one while the request waits; the copies' descriptors are closed once committed."""
+    mount = await start_ops()
+    spares = mount.ops.contents.spares
+    await _until(lambda: len(spares._ready) == spares.count)
+    made: list[object] = []
+
+    def counted(folder):
+        made.append(folder)
+        return new_staging_file(folder)
+
+    monkeypatch.setattr(operations, "new_staging_file", counted)
+    folder = await mount.bucket("b")
+    for number in range(spares.count // 2):
+        await mount.write_file(folder, f"f{number}", b"%d" % number)
+    await mount.settle()
+    assert made == []
+    assert [await mount.read_file(folder, f"f{number}") for number in range(spares.count // 2)] == \
+        [b"%d" % number for number in range(spares.count // 2)]
+    journal = str(mount.ops.writebehind.journal.folder)
+    await _until(lambda: _open_in(journal) == len(spares._ready))  # the spares, no committed copy
+
+
+def _open_in(folder: str) -> int:
+    """Descriptors of this process open on files in `folder` (unnamed ones too)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(folder + "/")
+        except OSError:
+            pass
+    return count
+
+
+async def _until(condition, limit: float = 30.0) -> None:
+    with trio.fail_after(limit):
+        while not condition():
+            await trio.sleep(0.01)
