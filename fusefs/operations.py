@@ -40,7 +40,7 @@ from fusefs.inodes import (BucketDir, ByIdDir, IdDir, InodeTable, Key, NamedNode
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
-from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, lookup_row, node_attr, node_row
+from fusefs.view import Attr, Entry, Item, StoreView, lookup_row, node_attr, node_row
 from fusefs.xattrs import USER as USER_PREFIX, is_computed, lookup_name, named_xattrs, object_xattrs, user_name
 
 log = logging.getLogger("assetfs.mount")
@@ -151,10 +151,13 @@ class Operations(pyfuse3.Operations):
             return view.fixed_dir_attr()
         if isinstance(key, BucketDir):
             return await self.query(lambda tx: view.bucket_attr_in(tx, key.bucket))
-        if isinstance(key, (IdDir, ObjectFile)):
+        if isinstance(key, IdDir):
+            attr = await self.query(lambda tx: view.id_dir_attr_in(tx, key.bucket, key.object_id, None))
+            if attr is None:
+                raise fail(errno.ENOENT)
+            return attr
+        if isinstance(key, ObjectFile):
             info = await self.thread(view.object, key.bucket, key.object_id)
-            if isinstance(key, IdDir):
-                return id_dir_attr(info, view.owner)
             return await self.thread(view.object_file_attr, info)
         return node_attr(await self.query(lambda tx: node_row(tx, key.node)))
 
@@ -206,8 +209,9 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.key(parent_inode)
         text = _lookup_name(name)
-        if isinstance(parent, NamedNode) or (isinstance(parent, BucketDir) and text != ID_VIEW_FOLDER
-                                             and not listing.is_id_name(text)):
+        if isinstance(parent, (BucketDir, ByIdDir, TrashBucketDir)) and listing.is_id_name(text):
+            item = await self._lookup_id(parent, text)
+        elif isinstance(parent, NamedNode) or (isinstance(parent, BucketDir) and text != ID_VIEW_FOLDER):
             row = await self.query(lambda tx: lookup_row(tx, parent, text))
             item = None if row is None else Item(text, NamedNode(row["id"]), node_attr(row))
         else:
@@ -227,10 +231,6 @@ class Operations(pyfuse3.Operations):
                 return Item(name, TrashBucketDir(name), view.fixed_dir_attr()) if view.has_bucket(name) else None
             if isinstance(parent, BucketDir) and name == ID_VIEW_FOLDER:
                 return listing.by_id_item(view, parent.bucket) if view.has_bucket(parent.bucket) else None
-            if isinstance(parent, (BucketDir, ByIdDir, TrashBucketDir)) and listing.is_id_name(name):
-                info = view.object(parent.bucket, name, trashed=isinstance(parent, TrashBucketDir))
-                key = IdDir(parent.bucket, info.id, direct=isinstance(parent, BucketDir))  # not listed there
-                return Item(name, key, id_dir_attr(info, view.owner))
             if isinstance(parent, ByIdDir):
                 return None
             if isinstance(parent, IdDir):
@@ -241,6 +241,14 @@ class Operations(pyfuse3.Operations):
         except NotFound:
             return None
         return None
+
+    async def _lookup_id(self, parent: BucketDir | ByIdDir | TrashBucketDir, name: str) -> Item | None:
+        """An id folder: live ones in a bucket and its .by-id, trashed ones in the trash."""
+        trashed = isinstance(parent, TrashBucketDir)
+        attr = await self.query(lambda tx: self.view.id_dir_attr_in(tx, parent.bucket, name, trashed))
+        if attr is None:
+            return None
+        return Item(name, IdDir(parent.bucket, name, direct=isinstance(parent, BucketDir)), attr)  # direct: not listed
 
     @handler
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:

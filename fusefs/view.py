@@ -84,9 +84,13 @@ def node_attr(row: Row) -> Attr:
 
 
 def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
+    return _id_dir_attr(info.created_at, info.deleted_at, owner)
+
+
+def _id_dir_attr(created_at: float, deleted_at: float | None, owner: names.Owner) -> Attr:
     """A live id folder is writable by the mount's owner (removing its file trashes the object)."""
-    return Attr(is_dir=True, mode=0o755 if info.deleted_at is None else 0o555, uid=owner.uid, gid=owner.gid, size=0,
-                mtime=info.created_at, ctime=info.created_at)
+    return Attr(is_dir=True, mode=0o755 if deleted_at is None else 0o555, uid=owner.uid, gid=owner.gid, size=0,
+                mtime=created_at, ctime=created_at)
 
 
 NO_WRITE = 0o555  # an object file is read-only whatever its names allow
@@ -204,6 +208,15 @@ class StoreView:
         if info.bucket != bucket:
             raise NotFound(f"no object {object_id} in bucket {bucket}")
         return info
+
+    def id_dir_attr_in(self, tx: Transaction, bucket: str, object_id: str, trashed: bool | None) -> Attr | None:
+        """The id folder of an object of `bucket` (live: trashed False, in the trash: True,
+        either: None), from its row alone; None when there is no such object. `object_id`
+        is in canonical form (`listing.is_id_name`)."""
+        row = tx.one("select bucket, created_at, deleted_at from objects where id = :id", {"id": object_id})
+        if row is None or row["bucket"] != bucket or (trashed is not None and (row["deleted_at"] is not None) != trashed):
+            return None
+        return _id_dir_attr(row["created_at"], row["deleted_at"], self.owner)
 
     def object_file_attr(self, info: ObjectInfo) -> Attr:
         """The attributes of an object's file in the id view (`id_view_access`): from the named

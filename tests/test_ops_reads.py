@@ -63,6 +63,32 @@ async def test_lookup_getattr_and_listing_take_no_thread_on_sqlite(start_ops: St
         assert hops.count == 5  # one worker thread per read: never a round trip on the trio thread
 
 
+async def test_id_folders_take_no_thread_on_sqlite(start_ops: Starter, store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ls -l` of a bucket's .by-id looks its id folders up again once their 1 s entries ran out."""
+    mount = await start_ops()
+    live = store.put("b", io.BytesIO(b"live"), name="live.txt").object
+    trashed = store.put("b", io.BytesIO(b"trashed"), name="trashed.txt").object
+    store.delete(trashed.id)
+    bucket = await mount.bucket("b")
+    by_id = (await mount.lookup(bucket, ".by-id")).st_ino
+    trash = (await mount.lookup(pyfuse3.ROOT_INODE, ".trash")).st_ino
+    trash_bucket = (await mount.lookup(trash, "b")).st_ino
+
+    hops = Hops(monkeypatch)
+    entry = await mount.lookup(by_id, live.id)
+    attr = await mount.ops.getattr(entry.st_ino, CTX)
+    direct = await mount.lookup(bucket, live.id)  # /<bucket>/<id>: the same folder, an inode of its own
+    in_trash = await mount.lookup(trash_bucket, trashed.id)
+    for parent, name in ((by_id, trashed.id), (trash_bucket, live.id), (by_id, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")):
+        with pytest.raises(pyfuse3.FUSEError):
+            await mount.lookup(parent, name)
+
+    assert stat.S_ISDIR(attr.st_mode) and stat.S_IMODE(attr.st_mode) == 0o755 and attr.st_ino == entry.st_ino
+    assert direct.st_ino != entry.st_ino and stat.S_IMODE(in_trash.st_mode) == 0o555
+    assert hops.count == (0 if store.catalog.dialect == "sqlite" else 7)
+
+
 async def test_another_writer_is_seen_at_once(start_ops: Starter, store: Store) -> None:
     """A name put by the CLI's API after the mount looked is found by the next lookup, and
     its new content's size by the next getattr: the reads are the catalog's, not a cache's."""
