@@ -29,8 +29,7 @@ class SpareFiles:
         self.folder = folder
         self.count = count
         self._ready: list[tuple[int, Path | None]] = []
-        self._wanted = trio.Event()
-        self._wanted.set()
+        self._wanted = trio.Event()  # set by the first create: a mount that creates nothing makes none
 
     def take(self) -> tuple[int, Path | None] | None:
         """An empty staging file (fd, path: None when unnamed), or None when none is ready

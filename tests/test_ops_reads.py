@@ -124,6 +124,9 @@ async def test_creates_take_staging_files_made_ahead(start_ops: Starter, monkeyp
     making one while the request waits; the copies' descriptors are closed once committed."""
     mount = await start_ops()
     spares = mount.ops.contents.spares
+    folder = await mount.bucket("b")
+    assert spares._ready == []  # none made before a create asks
+    await mount.write_file(folder, "first", b"first")
     await _until(lambda: len(spares._ready) == spares.count)
     made: list[object] = []
 
@@ -132,7 +135,6 @@ async def test_creates_take_staging_files_made_ahead(start_ops: Starter, monkeyp
         return new_staging_file(folder)
 
     monkeypatch.setattr(operations, "new_staging_file", counted)
-    folder = await mount.bucket("b")
     for number in range(spares.count // 2):
         await mount.write_file(folder, f"f{number}", b"%d" % number)
     await mount.settle()
