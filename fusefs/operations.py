@@ -2,9 +2,11 @@
 
 Handlers run as trio tasks on one thread; every catalog query and disk access goes to a
 worker thread (`fusefs.view`, `fusefs.staging`, `fusefs.listing`), so a slow call never
-stalls the mount. Short reads of the named tree (lookup, getattr, a folder's page) that the
-catalog answers at once (SQLite, no lock in the way: `Operations.query`) are the exception:
-each saves a request its thread hop, which on a busy machine waits for a core. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
+stalls the mount. Short reads (lookup and getattr of named nodes and id folders, a named
+folder's page) that the catalog answers at once (SQLite, no lock in the way:
+`Operations.query`) are the exception: each saves a request its thread hop, which on a busy
+machine waits for a core. Every handler is wrapped by `fusefs.errors.handler`: only
+FUSEError leaves.
 
 Errors of the read-only id view: changing an object's content or attributes is EROFS;
 creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM, except the

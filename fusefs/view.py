@@ -214,7 +214,9 @@ class StoreView:
         either: None), from its row alone; None when there is no such object. `object_id`
         is in canonical form (`listing.is_id_name`)."""
         row = tx.one("select bucket, created_at, deleted_at from objects where id = :id", {"id": object_id})
-        if row is None or row["bucket"] != bucket or (trashed is not None and (row["deleted_at"] is not None) != trashed):
+        if row is None or row["bucket"] != bucket:
+            return None
+        if trashed is not None and (row["deleted_at"] is not None) != trashed:
             return None
         return _id_dir_attr(row["created_at"], row["deleted_at"], self.owner)
 

@@ -3,8 +3,8 @@
 since each thread hop waits for a core on a busy machine (issue 9); on PostgreSQL they still
 take one (a network round trip on the trio thread would stall every request). Either way
 they read the catalog as it is now, so another writer's change shows at once
-(docs/concurrency.md, "Many writers", 2). And a create's staging file is made ahead. Driven through Operations without the kernel
-(tests/ops_harness.py), on both catalogs.
+(docs/concurrency.md, "Many writers", 2). And a create's staging file is made ahead.
+Driven through Operations without the kernel (tests/ops_harness.py), on both catalogs.
 """
 
 from __future__ import annotations
