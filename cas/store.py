@@ -659,7 +659,11 @@ class Store:
                 pending.flush()
                 return results
 
-            results = self.catalog.run(commit, background=True)  # the mount's names and user puts go first
+            # the mount's names and user puts go first; the commit does not flush the catalog
+            # while it holds the write lock (on SQLite, the mount's creates wait for it): the
+            # flush follows, before any file is removed and before the journal lets go
+            results = self.catalog.run(commit, background=True, durable=False)
+            self.catalog.sync()
             committed = {result.object.id for result in results if result is not None}
             superseded.release(self.catalog, self.tree, freed)
             return results

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
+from cas.catalog.base import Row, WouldWait
 from cas.ids import is_canonical_id
 from cas.store import ZERO_ID
 from cas.validate import ID_VIEW_FOLDER
 from fusefs.inodes import (BucketDir, ByIdDir, IdDir, Key, NamedNode, ObjectFile, Root, Trash, TrashBucketDir)
-from fusefs.view import Item, StoreView, id_dir_attr, node_attr
+from fusefs.view import Item, StoreView, entry_rows, id_dir_attr, node_attr
 
 PAGE = 128
+NOW_PAGE = 32  # rows of a named folder's page read on the trio thread (well within READ_NOW_STEPS)
 MAX_CURSORS = 65536
 TRASH_NAME = ".trash"
 NAMES, IDS, END = 0, 1, 2
@@ -62,7 +64,18 @@ class DirHandle:
 
 
 async def page(view: StoreView, key: Key, cursor: Cursor, limit: int = PAGE) -> list[tuple[Item, Cursor]]:
-    """Up to `limit` entries after `cursor`, each with the cursor just after it; [] at the end."""
+    """Up to `limit` entries after `cursor`, each with the cursor just after it; [] at the end.
+    A named folder's page (of at most NOW_PAGE) is read on the trio thread when the catalog
+    answers at once (`StoreView.read_now`), else, like every other listing, in a worker thread."""
+    if isinstance(key, (BucketDir, NamedNode)):
+        phase, after = cursor
+        now = min(limit, NOW_PAGE)
+        try:
+            rows = [] if phase == END else view.read_now(lambda tx: entry_rows(tx, key, after, now))
+        except WouldWait:
+            pass
+        else:
+            return _named(view, key, phase, rows, now)
     return await trio.to_thread.run_sync(_page, view, key, cursor, limit)
 
 
@@ -80,15 +93,20 @@ def _page(view: StoreView, key: Key, cursor: Cursor, limit: int) -> list[tuple[I
     if isinstance(key, (TrashBucketDir, ByIdDir)):
         return _objects(view, key.bucket, isinstance(key, TrashBucketDir), ZERO_ID if phase == NAMES else after, limit)
     if isinstance(key, (BucketDir, NamedNode)):
-        if phase == END:
-            return []
-        rows = view.entries(key, after, limit)
-        found = [(Item(row["name"], NamedNode(row["id"]), node_attr(row)), (NAMES, row["name"])) for row in rows
-                 if not (isinstance(key, BucketDir) and row["name"] == ID_VIEW_FOLDER)]  # hidden by the id view
-        if len(rows) < limit and isinstance(key, BucketDir):
-            found.append((by_id_item(view, key.bucket), (END, "")))
-        return found
+        return _named(view, key, phase, [] if phase == END else view.entries(key, after, limit), limit)
     raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+
+def _named(view: StoreView, key: BucketDir | NamedNode, phase: int, rows: list[Row],
+           limit: int) -> list[tuple[Item, Cursor]]:
+    """A named folder's page from its entries' rows (`view.entries`); a bucket's ends with `.by-id`."""
+    if phase == END:
+        return []
+    found = [(Item(row["name"], NamedNode(row["id"]), node_attr(row)), (NAMES, row["name"])) for row in rows
+             if not (isinstance(key, BucketDir) and row["name"] == ID_VIEW_FOLDER)]  # hidden by the id view
+    if len(rows) < limit and isinstance(key, BucketDir):
+        found.append((by_id_item(view, key.bucket), (END, "")))
+    return found
 
 
 def by_id_item(view: StoreView, bucket: str) -> Item:

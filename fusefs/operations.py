@@ -2,7 +2,11 @@
 
 Handlers run as trio tasks on one thread; every catalog query and disk access goes to a
 worker thread (`fusefs.view`, `fusefs.staging`, `fusefs.listing`), so a slow call never
-stalls the mount. Every handler is wrapped by `fusefs.errors.handler`: only FUSEError leaves.
+stalls the mount. Short reads (lookup and getattr of named nodes and id folders, a named
+folder's page) that the catalog answers at once (SQLite, no lock in the way:
+`Operations.query`) are the exception: each saves a request its thread hop, which on a busy
+machine waits for a core. Every handler is wrapped by `fusefs.errors.handler`: only
+FUSEError leaves.
 
 Errors of the read-only id view: changing an object's content or attributes is EROFS;
 creating, removing or renaming names inside /<bucket>/<id>/ or /.trash is EPERM, except the
@@ -17,16 +21,18 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyfuse3
 import trio
 
 from cas import names, nodekinds
 from cas.blobtree import new_staging_file
-from cas.catalog.base import Row
+from cas.catalog import Transaction
+from cas.catalog.base import Row, WouldWait
 from cas.errors import NotFound
 from cas.store import Store
 from cas.validate import ID_VIEW_FOLDER
@@ -36,7 +42,7 @@ from fusefs.inodes import (BucketDir, ByIdDir, IdDir, InodeTable, Key, NamedNode
                            TrashBucketDir, NODE_BASE)
 from fusefs.staging import NodeContent, OpenContents
 from fusefs.writebehind import WriteBehind
-from fusefs.view import Attr, Entry, Item, StoreView, id_dir_attr, node_attr
+from fusefs.view import Attr, Entry, Item, StoreView, lookup_row, node_attr, node_row
 from fusefs.xattrs import (PREFIX as XATTR_PREFIX, USER as USER_PREFIX, is_computed, lookup_name, named_xattrs,
                            object_xattrs, user_name)
 
@@ -63,6 +69,7 @@ class NamedHandle:
 
 
 Folder = BucketDir | NamedNode
+T = TypeVar("T")
 
 
 class Operations(pyfuse3.Operations):
@@ -132,6 +139,15 @@ class Operations(pyfuse3.Operations):
     async def thread(self, function, *args):
         return await trio.to_thread.run_sync(function, *args)
 
+    async def query(self, work: Callable[[Transaction], T]) -> T:
+        """A short catalog read: on this (the trio) thread when the catalog answers at once
+        (`StoreView.read_now`: SQLite with no lock in the way), else in a worker thread, so a
+        wait or a PostgreSQL round trip never stalls the mount."""
+        try:
+            return self.view.read_now(work)
+        except WouldWait:
+            return await self.thread(self.view.run, work)
+
     async def attr_of(self, key: Key) -> Attr:
         view = self.view
         if isinstance(key, (Root, Trash, TrashBucketDir, ByIdDir)):
@@ -139,13 +155,16 @@ class Operations(pyfuse3.Operations):
                 raise fail(errno.ENOENT)
             return view.fixed_dir_attr()
         if isinstance(key, BucketDir):
-            return await self.thread(view.bucket_attr, key.bucket)
-        if isinstance(key, (IdDir, ObjectFile)):
+            return await self.query(lambda tx: view.bucket_attr_in(tx, key.bucket))
+        if isinstance(key, IdDir):
+            attr = await self.query(lambda tx: view.id_dir_attr_in(tx, key.bucket, key.object_id, None))
+            if attr is None:
+                raise fail(errno.ENOENT)
+            return attr
+        if isinstance(key, ObjectFile):
             info = await self.thread(view.object, key.bucket, key.object_id)
-            if isinstance(key, IdDir):
-                return id_dir_attr(info, view.owner)
             return await self.thread(view.object_file_attr, info)
-        return node_attr(await self.thread(view.node, key.node))
+        return node_attr(await self.query(lambda tx: node_row(tx, key.node)))
 
     def writable_folder(self, key: Key) -> Folder:
         if self.read_only:
@@ -159,7 +178,7 @@ class Operations(pyfuse3.Operations):
     async def named_file(self, key: Key) -> dict:
         if not isinstance(key, NamedNode):
             raise fail(errno.EPERM)
-        row = await self.thread(self.view.node, key.node)
+        row = await self.query(lambda tx: node_row(tx, key.node))
         if row["kind"] == nodekinds.DIR:
             raise fail(errno.EISDIR)
         if row["kind"] != nodekinds.FILE:  # a symlink or special node: the kernel opens none here
@@ -195,7 +214,13 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.key(parent_inode)
         text = _lookup_name(name)
-        item = await self.thread(self._lookup, parent, text)
+        if isinstance(parent, (BucketDir, ByIdDir, TrashBucketDir)) and listing.is_id_name(text):
+            item = await self._lookup_id(parent, text)
+        elif isinstance(parent, NamedNode) or (isinstance(parent, BucketDir) and text != ID_VIEW_FOLDER):
+            row = await self.query(lambda tx: lookup_row(tx, parent, text))
+            item = None if row is None else Item(text, NamedNode(row["id"]), node_attr(row))
+        else:
+            item = await self.thread(self._lookup, parent, text)
         if item is None:
             raise fail(errno.ENOENT)
         return self.remembered(item.key, item.attr)
@@ -211,10 +236,6 @@ class Operations(pyfuse3.Operations):
                 return Item(name, TrashBucketDir(name), view.fixed_dir_attr()) if view.has_bucket(name) else None
             if isinstance(parent, BucketDir) and name == ID_VIEW_FOLDER:
                 return listing.by_id_item(view, parent.bucket) if view.has_bucket(parent.bucket) else None
-            if isinstance(parent, (BucketDir, ByIdDir, TrashBucketDir)) and listing.is_id_name(name):
-                info = view.object(parent.bucket, name, trashed=isinstance(parent, TrashBucketDir))
-                key = IdDir(parent.bucket, info.id, direct=isinstance(parent, BucketDir))  # not listed there
-                return Item(name, key, id_dir_attr(info, view.owner))
             if isinstance(parent, ByIdDir):
                 return None
             if isinstance(parent, IdDir):
@@ -222,12 +243,17 @@ class Operations(pyfuse3.Operations):
                 if info.filename != name:
                     return None
                 return Item(name, ObjectFile(parent.bucket, info.id), view.object_file_attr(info))
-            if isinstance(parent, (BucketDir, NamedNode)):
-                row = view.lookup(parent, name)
-                return None if row is None else Item(name, NamedNode(row["id"]), node_attr(row))
         except NotFound:
             return None
         return None
+
+    async def _lookup_id(self, parent: BucketDir | ByIdDir | TrashBucketDir, name: str) -> Item | None:
+        """An id folder: live ones in a bucket and its .by-id, trashed ones in the trash."""
+        trashed = isinstance(parent, TrashBucketDir)
+        attr = await self.query(lambda tx: self.view.id_dir_attr_in(tx, parent.bucket, name, trashed))
+        if attr is None:
+            return None
+        return Item(name, IdDir(parent.bucket, name, direct=isinstance(parent, BucketDir)), attr)  # direct: not listed
 
     @handler
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -438,7 +464,7 @@ class Operations(pyfuse3.Operations):
         key = self.key(inode)
         if not isinstance(key, NamedNode):
             raise fail(errno.EINVAL)
-        row = await self.thread(self.view.node, key.node)
+        row = await self.query(lambda tx: node_row(tx, key.node))
         if row["kind"] != nodekinds.SYMLINK:
             raise fail(errno.EINVAL)
         return row["target"].encode()
@@ -469,15 +495,16 @@ class Operations(pyfuse3.Operations):
         parent = self.key(parent_inode)
         text = _new_name(name, parent)
         folder = self.writable_folder(parent)
-        row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx))
+        spare = self.contents.spares.take()
+        row, fd, path = await self.thread(self._create_file, folder, text, _permissions(mode, ctx), _owner(ctx), spare)
         content = self.contents.acquire(row["id"], row["bucket"], None, 0, row["mtime"], row["version"])
         content.start_empty(fd, path)  # staged and empty: the first close stores an (empty) object
         fh = self.new_handle(NamedHandle(content, writable=True))
         return pyfuse3.FileInfo(fh=fh), self.remembered(NamedNode(row["id"]), node_attr(row))
 
-    def _create_file(self, folder: Folder, name: str, mode: int,
-                     owner: names.Owner) -> tuple[Row, int, Path | None]:
-        fd, path = new_staging_file(self.writebehind.journal.folder)
+    def _create_file(self, folder: Folder, name: str, mode: int, owner: names.Owner,
+                     spare: tuple[int, Path | None] | None) -> tuple[Row, int, Path | None]:
+        fd, path = spare or new_staging_file(self.writebehind.journal.folder)
         try:
             return self.view.create(folder, name, False, mode, owner), fd, path
         except BaseException:

@@ -37,6 +37,7 @@ from cas.blobtree import FICLONE, EarlyWriteback, new_staging_file, pwrite_all
 from cas.store import Store
 from cas.writeback import Outcome
 from fusefs.hashing import SequentialHash
+from fusefs.spares import Closer, SpareFiles
 from fusefs.writebehind import Pending, WriteBehind
 
 LINGER_S = 2.0  # longer than the kernel keeps a named file's attributes (operations.SHORT)
@@ -200,7 +201,7 @@ class NodeContent:
         async with self.lock:
             version = next(version for version in self.closed if version.pending is pending)
             self.closed.remove(version)
-            os.close(version.fd)
+            self.contents.closer.close_later(version.fd)
             if outcome is not None and not outcome.conflict and outcome.object.hash != self.hash:
                 self._close_blob()
                 self.hash = outcome.object.hash
@@ -264,6 +265,8 @@ class OpenContents:
         self._by_node: dict[int, NodeContent] = {}
         self._lingering: set[NodeContent] = set()
         self._detached: set[NodeContent] = set()  # replaced by a newer version, commits still to come
+        self.spares = SpareFiles(writebehind.journal.folder if writebehind.journal is not None else None)  # for creates
+        self.closer = Closer()  # committed copies' fds
 
     def get(self, node: int) -> NodeContent | None:
         return self._by_node.get(node)
@@ -319,7 +322,14 @@ class OpenContents:
         await self.on_idle(content.node)
 
     async def run(self) -> None:
-        """Drop the contents that are done lingering, until cancelled."""
+        """Drop the contents that are done lingering; make spare staging files and close
+        committed copies (fusefs/spares.py); until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.spares.run)
+            nursery.start_soon(self.closer.run)
+            await self._drop_lingering()
+
+    async def _drop_lingering(self) -> None:
         while True:
             await trio.sleep(LINGER_S / 2)
             for content in list(self._lingering):
@@ -331,6 +341,8 @@ class OpenContents:
     def close_all(self) -> None:
         for content in [*self._by_node.values(), *self._detached]:
             content.close()
+        self.spares.close()
+        self.closer.close()
         self._by_node.clear()
         self._lingering.clear()
         self._detached.clear()

@@ -1,5 +1,7 @@
 """What the mount shows, read from and written to the store: synchronous, one short catalog
-transaction per call, called from worker threads (never on the trio thread).
+transaction per call, called from worker threads (never on the trio thread) — except the
+reads of `StoreView.read_now`, which the catalog answers at once or not at all (SQLite; see
+`Operations.read`).
 
 Paths are not parsed here: callers pass the keys of `fusefs.inodes`. Errors are the store's
 (`NotFound`, `BadInput`, `names.TreeError`); `fusefs.errors` turns them into errnos.
@@ -12,12 +14,13 @@ import errno
 import json
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from cas import mounts, names, nodekinds
 from cas.catalog import Transaction
-from cas.catalog.base import Row
+from cas.catalog.base import Catalog, Row
 from cas.errors import NotFound
 from cas.model import ObjectInfo
 from cas.store import Store
@@ -27,6 +30,7 @@ from fusefs.inodes import BucketDir, Key, NamedNode
 MAX_XATTR_BYTES = 64 * 1024  # all user xattrs of one node together
 
 Entry = tuple[BucketDir | NamedNode, str]  # a name in a folder of a bucket's named tree
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,9 +84,13 @@ def node_attr(row: Row) -> Attr:
 
 
 def id_dir_attr(info: ObjectInfo, owner: names.Owner) -> Attr:
+    return _id_dir_attr(info.created_at, info.deleted_at, owner)
+
+
+def _id_dir_attr(created_at: float, deleted_at: float | None, owner: names.Owner) -> Attr:
     """A live id folder is writable by the mount's owner (removing its file trashes the object)."""
-    return Attr(is_dir=True, mode=0o755 if info.deleted_at is None else 0o555, uid=owner.uid, gid=owner.gid, size=0,
-                mtime=info.created_at, ctime=info.created_at)
+    return Attr(is_dir=True, mode=0o755 if deleted_at is None else 0o555, uid=owner.uid, gid=owner.gid, size=0,
+                mtime=created_at, ctime=created_at)
 
 
 NO_WRITE = 0o555  # an object file is read-only whatever its names allow
@@ -159,6 +167,13 @@ class StoreView:
         filesystem's are; fsync makes them durable (docs/concurrency.md, "Durability")."""
         return self.store.catalog.run(work, write=write, durable=False)
 
+    def read_now(self, work: Callable[[Transaction], T]) -> T:
+        """`work`, a read of a few rows, answered at once on the caller's thread: each of its
+        statements is a `Catalog.read_now`, which raises WouldWait when it cannot answer
+        without waiting (a lock in the way, too many steps, PostgreSQL always). Each
+        statement reads the newest committed state, as a transaction of its own would."""
+        return work(cast(Transaction, _ReadNow(self.store.catalog)))
+
     # virtual folders -----------------------------------------------------------------------
 
     def fixed_dir_attr(self) -> Attr:
@@ -172,8 +187,11 @@ class StoreView:
         return bucket in set(self.store.buckets())
 
     def bucket_attr(self, bucket: str) -> Attr:
+        return self.run(lambda tx: self.bucket_attr_in(tx, bucket))
+
+    def bucket_attr_in(self, tx: Transaction, bucket: str) -> Attr:
         """A bucket folder shows its named tree's root (owner, mode, times) once it has one."""
-        row = self.run(lambda tx: _root_row(tx, bucket))
+        row = _root_row(tx, bucket)
         return node_attr(row) if row is not None else self.fixed_dir_attr()
 
     # objects -------------------------------------------------------------------------------
@@ -190,6 +208,17 @@ class StoreView:
         if info.bucket != bucket:
             raise NotFound(f"no object {object_id} in bucket {bucket}")
         return info
+
+    def id_dir_attr_in(self, tx: Transaction, bucket: str, object_id: str, trashed: bool | None) -> Attr | None:
+        """The id folder of an object of `bucket` (live: trashed False, in the trash: True,
+        either: None), from its row alone; None when there is no such object. `object_id`
+        is in canonical form (`listing.is_id_name`)."""
+        row = tx.one("select bucket, created_at, deleted_at from objects where id = :id", {"id": object_id})
+        if row is None or row["bucket"] != bucket:
+            return None
+        if trashed is not None and (row["deleted_at"] is not None) != trashed:
+            return None
+        return _id_dir_attr(row["created_at"], row["deleted_at"], self.owner)
 
     def object_file_attr(self, info: ObjectInfo) -> Attr:
         """The attributes of an object's file in the id view (`id_view_access`): from the named
@@ -241,24 +270,10 @@ class StoreView:
         return self.run(lambda tx: names.bucket_root(tx, bucket))
 
     def node(self, node: int) -> Row:
-        row = self.run(lambda tx: names.node_attrs(tx, node))
-        if row is None:
-            raise names.TreeError(errno.ENOENT, f"node {node} no longer exists")
-        return row
-
-    def lookup(self, folder: BucketDir | NamedNode, name: str) -> Row | None:
-        def find(tx: Transaction) -> Row | None:
-            parent = _folder_node(tx, folder)
-            return None if parent is None else names.lookup_attrs(tx, parent, name)
-
-        return self.run(find)
+        return self.run(lambda tx: node_row(tx, node))
 
     def entries(self, folder: BucketDir | NamedNode, after: str, limit: int) -> list[Row]:
-        def page(tx: Transaction) -> list[Row]:
-            parent = _folder_node(tx, folder)
-            return [] if parent is None else names.list_entries(tx, parent, after, limit)
-
-        return self.run(page)
+        return self.run(lambda tx: entry_rows(tx, folder, after, limit))
 
     def create(self, folder: BucketDir | NamedNode, name: str, is_dir: bool, mode: int, owner: names.Owner) -> Row:
         return self.make_node(folder, name, nodekinds.DIR if is_dir else nodekinds.FILE, mode, owner)
@@ -395,6 +410,42 @@ class StoreView:
 
     def node_name(self, node: int) -> str | None:
         return self.run(lambda tx: names.node_name(tx, node))
+
+
+class _ReadNow:
+    """The `Transaction` reads (`one`, `all`, `value`) of `StoreView.read_now`."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        return self.catalog.read_now(sql, params or {})
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+def node_row(tx: Transaction, node: int) -> Row:
+    """A named node's attributes (`names.node_attrs`); ENOENT when it is gone."""
+    row = names.node_attrs(tx, node)
+    if row is None:
+        raise names.TreeError(errno.ENOENT, f"node {node} no longer exists")
+    return row
+
+
+def lookup_row(tx: Transaction, folder: BucketDir | NamedNode, name: str) -> Row | None:
+    parent = _folder_node(tx, folder)
+    return None if parent is None else names.lookup_attrs(tx, parent, name)
+
+
+def entry_rows(tx: Transaction, folder: BucketDir | NamedNode, after: str, limit: int) -> list[Row]:
+    parent = _folder_node(tx, folder)
+    return [] if parent is None else names.list_entries(tx, parent, after, limit)
 
 
 def _root_row(tx: Transaction, bucket: str) -> Row | None:

@@ -118,7 +118,8 @@ def test_cli_put_of_a_sparse_file_keeps_it_sparse(store_root: Path, tmp_path: Pa
 
 
 def staged_files_of(mount: Mount) -> list[str]:
-    """The daemon's open files in its journal folder (its staged copies, unnamed or not)."""
+    """The daemon's open files in its journal folder (its staged copies, unnamed or not),
+    but for the empty ones it keeps for its next creates (fusefs/spares.py)."""
     folder = str(mount.store_root / "tmp")
     found = []
     for fd in os.listdir(f"/proc/{mount.process.pid}/fd"):
@@ -127,7 +128,8 @@ def staged_files_of(mount: Mount) -> list[str]:
         except FileNotFoundError:
             continue
         link = f"/proc/{mount.process.pid}/fd/{fd}"
-        if target.startswith(folder + "/closed-") and stat.S_ISREG(os.stat(link).st_mode):
+        info = os.stat(link)
+        if target.startswith(folder + "/closed-") and stat.S_ISREG(info.st_mode) and info.st_size > 0:
             found.append(link)
     return found
 
