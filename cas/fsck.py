@@ -31,6 +31,7 @@ import blake3
 from cas import mounts
 from cas.blobtree import fsync_path
 from cas.catalog import Transaction
+from cas.catalog.base import in_list
 from cas.faults import crash_point
 from cas.store import ZERO_ID, Store
 from cas.writeback import LOST_FOUND_BUCKET, abandoned_journals, is_journal, recover, save_unreadable
@@ -491,8 +492,7 @@ class Checker:
     def _rows(self, sql: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not keys:
             return {}
-        placeholders = ", ".join(f":k{index}" for index in range(len(keys)))
-        params = {f"k{index}": key for index, key in enumerate(keys)}
+        placeholders, params = in_list(keys, "k")
         rows = self.store.catalog.run(lambda tx: tx.all(sql.format(placeholders), params), write=False)
         return {next(iter(row.values())): row for row in rows}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cas import names, nodekinds
-from cas.catalog.base import Transaction
+from cas.catalog.base import Transaction, in_list
 from cas.errors import BadInput, NotFound
 from cas.model import ObjectInfo
 from cas.store import Store
@@ -117,9 +117,8 @@ def _with_objects(store: Store, batch: list[tuple[str, str]]) -> Iterator[tuple[
     ids = sorted({object_id for _, object_id in batch})
 
     def read(tx: Transaction) -> dict[str, ObjectInfo]:
-        placeholders = ", ".join(f":id{index}" for index in range(len(ids)))
-        rows = tx.all(f"select * from objects where deleted_at is null and id in ({placeholders})",
-                      {f"id{index}": object_id for index, object_id in enumerate(ids)})
+        placeholders, params = in_list(ids)
+        rows = tx.all(f"select * from objects where deleted_at is null and id in ({placeholders})", params)
         found = names.names_of(tx, [row["id"] for row in rows])
         return {row["id"]: ObjectInfo.from_row(row, found[row["id"]]) for row in rows}
 

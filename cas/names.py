@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from cas import nodekinds
-from cas.catalog.base import Row, Transaction
+from cas.catalog.base import Row, Transaction, in_list
 from cas.errors import BadInput
 
 DIR_MODE = 0o755
@@ -152,8 +152,7 @@ def bind(tx: Transaction, bucket: str, parts: list[str], object_id: str, now: fl
 
 def _name_rows(tx: Transaction, object_ids: list[str]) -> list[Row]:
     """(object_id, node_id, path) for every name of the objects; paths exclude the bucket."""
-    placeholders = ", ".join(f":id{index}" for index in range(len(object_ids)))
-    params = {f"id{index}": object_id for index, object_id in enumerate(object_ids)}
+    placeholders, params = in_list(object_ids)
     return tx.all(
         f"""with recursive up (object_id, node_id, path, parent_id) as (
                 select n.object_id, n.id, e.name, e.parent_id

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from cas import ahead, names, privacy, readers, reserve, storeid, superseded
 from cas.blobtree import HEAD_SIZE, BlobTree, KnownContent, PendingSync, SourceChanged, StagedFile
 from cas.catalog import Catalog, Transaction, open_catalog
-from cas.catalog.base import Row, first_line
+from cas.catalog.base import Row, first_line, in_list
 from cas.catalog.migrate import check_version, current_version, migrate
 from cas.catalog.schema import SCHEMA_VERSION
 from cas.config import CONFIG_NAME, DEFAULT_SCHEMA, Config, check_schema_name, load_config, render_config
@@ -759,9 +759,8 @@ class Store:
             now = time.time()
             for object_id in candidates:
                 _touch(tx, object_id, now)
-            found = tx.all("select id from objects where id in (" + ", ".join(
-                f":id{index}" for index in range(len(candidates))) + ")",
-                {f"id{index}": object_id for index, object_id in enumerate(candidates)})
+            placeholders, params = in_list(candidates)
+            found = tx.all(f"select id from objects where id in ({placeholders})", params)
             return set(candidates) - {str(row["id"]) for row in found}
 
         return self.catalog.run(touch)

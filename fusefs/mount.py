@@ -15,7 +15,6 @@ reasons come as text only and are shown as they are.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -29,7 +28,7 @@ import pyfuse3
 import trio
 
 from casgc.runner import Collector
-from cas import privacy, readers
+from cas import privacy, readers, syscalls
 from cas.errors import BadInput, MountBusy, StoreError
 from cas.mounts import HEARTBEAT_S, LiveMount
 from cas.store import Store
@@ -49,9 +48,7 @@ FSTYPE = f"fuse.{FSNAME}"  # the type an assetfs mount has in /proc/self/mountin
 LOG_NAME = "mount.log"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REOPEN_SIGNAL = signal.SIGHUP
-UMOUNT_NOFOLLOW = 8  # umount2(2): do not follow a symlink at the mount point's path
 FUSERMOUNT_TIMEOUT_S = 60
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # checks ------------------------------------------------------------------------------------
@@ -367,12 +364,12 @@ BUSY_HINT = "close the files and shells using it, then run 'assetfs umount {path
 
 
 def _umount2(path: Path) -> None:
-    if _libc.umount2(os.fsencode(path), UMOUNT_NOFOLLOW) == 0:
-        return
-    code = ctypes.get_errno()
-    if code == errno.EBUSY:
-        raise MountBusy(f"{path} is busy: " + BUSY_HINT.format(path=path))
-    raise StoreError(f"cannot unmount {path}: {os.strerror(code)}", errno=code)
+    try:
+        syscalls.umount2(str(path), syscalls.UMOUNT_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.EBUSY:
+            raise MountBusy(f"{path} is busy: " + BUSY_HINT.format(path=path)) from None
+        raise StoreError(f"cannot unmount {path}: {error.strerror}", errno=error.errno) from None
 
 
 def _fusermount_u(path: Path) -> None:

@@ -1,7 +1,7 @@
 """What the mount shows, read from and written to the store: synchronous, one short catalog
 transaction per call, called from worker threads (never on the trio thread) — except the
 reads of `StoreView.read_now`, which the catalog answers at once or not at all (SQLite; see
-`Operations.read`).
+`Operations.query`).
 
 Paths are not parsed here: callers pass the keys of `fusefs.inodes`. Errors are the store's
 (`NotFound`, `BadInput`, `names.TreeError`); `fusefs.errors` turns them into errnos.
@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from cas import mounts, names, nodekinds
 from cas.catalog import Transaction
-from cas.catalog.base import Catalog, Row
+from cas.catalog.base import Catalog, Reads, Row
 from cas.errors import NotFound
 from cas.model import ObjectInfo
 from cas.store import Store
@@ -412,7 +412,7 @@ class StoreView:
         return self.run(lambda tx: names.node_name(tx, node))
 
 
-class _ReadNow:
+class _ReadNow(Reads):
     """The `Transaction` reads (`one`, `all`, `value`) of `StoreView.read_now`."""
 
     def __init__(self, catalog: Catalog) -> None:
@@ -424,10 +424,6 @@ class _ReadNow:
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         rows = self.all(sql, params)
         return rows[0] if rows else None
-
-    def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        row = self.one(sql, params)
-        return None if row is None else next(iter(row.values()))
 
 
 def node_row(tx: Transaction, node: int) -> Row:

@@ -10,7 +10,7 @@ heap is kept for the next pieces: a 1 GiB upload then takes under 10 page faults
 at most `TRIM_THRESHOLD` of freed memory kept per allocator arena.
 """
 
-import ctypes
+from cas import syscalls
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -20,8 +20,4 @@ TRIM_THRESHOLD = 64 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds for this process; False where the C library is not glibc."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on, without ldconfig
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return syscalls.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and syscalls.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)

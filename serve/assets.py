@@ -145,12 +145,12 @@ class HeadersOnly(Response):
         self.raw_headers = headers
 
 
-class BlobResponse(Response):
-    """A slice of an open blob file; the file is closed when the body has been sent."""
+class BlobResponse(HeadersOnly):
+    """A slice of an open blob file, sent by `__call__` after the headers; the file is closed
+    when the body has been sent."""
 
     def __init__(self, fd: int, part: Slice, headers: list[tuple[bytes, bytes]], head: bool, service: Service) -> None:
-        self.status_code, self.body, self.background = 206 if part.partial else 200, b"", None
-        self.raw_headers = [*headers, (b"content-length", str(part.length).encode())]
+        super().__init__(206 if part.partial else 200, [*headers, (b"content-length", str(part.length).encode())])
         self.fd, self.part, self.head, self.service = fd, part, head, service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

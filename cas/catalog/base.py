@@ -8,7 +8,7 @@ DDL types, how a write transaction starts and how the blob lock is taken.
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -30,21 +30,36 @@ class RuleError(Exception):
         self.timed_out = timed_out
 
 
+def in_list(values: Sequence[Any], prefix: str = "id") -> tuple[str, dict[str, Any]]:
+    """The placeholders of an `in (…)` list of `values` (`:id0, :id1, …`) and their parameters."""
+    return (", ".join(f":{prefix}{index}" for index in range(len(values))),
+            {f"{prefix}{index}": value for index, value in enumerate(values)})
+
+
 class WouldWait(Exception):
     """`Catalog.read_now` could not answer without waiting: ask again the ordinary way."""
 
 
-class Transaction(ABC):
-    """One open catalog transaction; rows come back as dicts."""
-
-    @abstractmethod
-    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
+class Reads(ABC):
+    """Reads of catalog rows, as dicts: a transaction's, or a view's answered at once
+    (`Catalog.read_now`)."""
 
     @abstractmethod
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None: ...
 
     @abstractmethod
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]: ...
+
+    def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+
+class Transaction(Reads):
+    """One open catalog transaction; rows come back as dicts."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
 
     @abstractmethod
     def guarded_one(self, sql: str, params: Mapping[str, Any], timeout: float) -> Row | None:
@@ -73,10 +88,6 @@ class Transaction(ABC):
     @abstractmethod
     def has_table(self, name: str) -> bool:
         """Whether the catalog (its own schema, not an application's) has the table `name`."""
-
-    def value(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        row = self.one(sql, params)
-        return None if row is None else next(iter(row.values()))
 
     def released(self) -> set[str]:
         """Objects that lost their last name in this transaction (`cas.names` adds them);
