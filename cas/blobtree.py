@@ -371,20 +371,20 @@ class BlobTree:
     @contextmanager
     def _new_staged(self) -> Iterator[tuple[int, Path]]:
         """A new staging file in tmp/ (its fd and path), closed at the end; on any failure
-        also removed, an OSError becoming the store's "staging failed"."""
-        previous = signalmask.hold()  # a SIGTERM before the removal below is armed would leak the file
+        also removed, an OSError becoming the store's "staging failed". Its name is chosen
+        before it is made, so that its removal is armed before it exists: a SIGTERM raised
+        (cas/cli.py's `Terminated`) right after the file was made, even in a thread that
+        had the signal blocked (another thread took it), removes it."""
+        path = self.tmp / f"{STAGING_PREFIX}{os.urandom(8).hex()}"
+        fd = -1
         try:
-            fd, name = _mkstemp(self.tmp)
-        except BaseException:
-            signalmask.restore(previous)
-            raise
-        path = Path(name)
-        try:
-            signalmask.restore(previous)  # a SIGTERM that came meanwhile is raised here
+            fd = _create_staging(path)
             yield fd, path
         except BaseException as error:
-            os.close(fd)
-            path.unlink(missing_ok=True)
+            if fd >= 0:
+                os.close(fd)
+            if not isinstance(error, FileExistsError):  # that one is another file's name
+                path.unlink(missing_ok=True)
             if isinstance(error, OSError):
                 raise _storage_error(error, "staging failed") from None
             raise
@@ -678,6 +678,11 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
         return tempfile.mkstemp(dir=directory, prefix=STAGING_PREFIX)
     except OSError as error:
         raise _storage_error(error, "cannot create a staging file") from None
+
+
+def _create_staging(path: Path) -> int:
+    """Create the staging file `path` (new, the owner's alone) and open it for reading and writing."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
 
 def seal_staged(path: Path, hash_hex: str | None = None) -> StagedFile:

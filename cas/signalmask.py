@@ -5,8 +5,10 @@ turns SIGTERM and SIGINT into exceptions raised in the main thread, which unwind
 doing and remove what it staged. Taken by a helper thread (hashing beside a copy, loading
 libmagic), the signal would not interrupt the main thread: a put reading a pipe that never
 ends would wait forever. So helper threads are started with those signals blocked (`held`:
-a new thread inherits the mask of the thread that starts it), and staging holds them for the
-instant between creating a file and arming its removal.
+a new thread inherits the mask of the thread that starts it). Threads started by libraries
+(psycopg's pool) may still take them; the handler then runs in the main thread at its next
+Python instruction, so staging arms a file's removal before it makes the file
+(`BlobTree._new_staged`).
 """
 
 from __future__ import annotations
